@@ -1,0 +1,174 @@
+"""The command line: happy paths and every kind of bad input."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, ROOT, run_cli, shipped
+
+
+def one_line_error(r):
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("uqcodec: error:")
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    src = d / "photo.png"
+    shutil.copy(os.path.join(DATA, "kodim05_crop.png"), src)
+    r = run_cli("compress", str(src), "--seed", "42")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # no TensorFlow noise
+    return d, src, d / "photo.uq"
+
+
+def test_compress_decompress_info(encoded):
+    d, src, uq = encoded
+    assert uq.exists()
+    r = run_cli("decompress", str(uq), "-o", str(d / "out.png"))
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(d / "out.png"))
+    assert out.shape == (96, 160, 3)
+    r = run_cli("info", str(uq), "--json")
+    info = json.loads(r.stdout)
+    assert info["width"] == 160 and info["height"] == 96 and info["seed"] == 42
+    assert info["quantizer"] == "uq" and len(info["fingerprint"]) == 16
+    r = run_cli("info", str(uq))
+    assert "fingerprint" in r.stdout and r.returncode == 0
+
+
+def test_models_json():
+    r = run_cli("models", "--json")
+    assert r.returncode == 0
+    cards = json.loads(r.stdout)
+    archs = {c["arch"] for c in cards}
+    assert {"linear", "hyperprior"} <= archs
+    for c in cards:
+        for k in ("name", "arch", "training", "lambda", "steps", "kodak_bpp", "kodak_psnr"):
+            assert k in c
+        assert c["arch"] in ("linear", "hyperprior") and c["training"] in ("un", "sr")
+    assert run_cli("models").returncode == 0
+
+
+def test_help_is_fast_and_clean():
+    r = run_cli("--help")
+    assert r.returncode == 0 and "compress" in r.stdout and r.stderr == ""
+
+
+def test_quality_and_round_quantizer(encoded, tmp_path):
+    _, src, _ = encoded
+    r = run_cli("compress", str(src), "-o", str(tmp_path / "q.uq"), "--quality", "1",
+                "--quantizer", "round")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("info", str(tmp_path / "q.uq"), "--json")
+    assert json.loads(r.stdout)["quantizer"] == "round"
+    r = run_cli("decompress", str(tmp_path / "q.uq"))
+    assert r.returncode == 0 and (tmp_path / "q.png").exists()
+
+
+def test_missing_file(tmp_path):
+    r = run_cli("compress", str(tmp_path / "nope.png"))
+    one_line_error(r)
+    assert not (tmp_path / "nope.uq").exists()
+    one_line_error(run_cli("decompress", str(tmp_path / "nope.uq")))
+    one_line_error(run_cli("info", str(tmp_path / "nope.uq")))
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "text.png"
+    p.write_text("this is not an image")
+    one_line_error(run_cli("compress", str(p)))
+    assert not (tmp_path / "text.uq").exists()
+
+
+def test_unreadable_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can read anything")
+    p = tmp_path / "secret.png"
+    shutil.copy(os.path.join(DATA, "kodim15_odd.png"), p)
+    os.chmod(p, 0)
+    one_line_error(run_cli("compress", str(p)))
+
+
+def test_not_a_uq_file(tmp_path):
+    p = tmp_path / "x.uq"
+    shutil.copy(os.path.join(DATA, "kodim15_odd.png"), p)
+    r = run_cli("decompress", str(p))
+    one_line_error(r)
+    assert "not a .uq file" in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "extend", "header"])
+def test_damaged_files(encoded, tmp_path, damage):
+    _, _, uq = encoded
+    data = bytearray(uq.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) - 10]
+    elif damage == "flip":
+        data[-5] ^= 0x10
+    elif damage == "extend":
+        data += b"\0\0\0\0"
+    else:
+        data[20] ^= 0xFF
+    p = tmp_path / "bad.uq"
+    p.write_bytes(bytes(data))
+    r = run_cli("decompress", str(p))
+    one_line_error(r)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_unknown_model(encoded, tmp_path):
+    _, src, uq = encoded
+    one_line_error(run_cli("compress", str(src), "-o", str(tmp_path / "a.uq"), "--model", "nope"))
+    assert not (tmp_path / "a.uq").exists()
+    # a file that names a model that is not installed
+    from uqcodec import container
+    header, streams = container.unpack(uq.read_bytes())
+    header.model = "not-installed"
+    p = tmp_path / "other.uq"
+    p.write_bytes(container.pack(header, streams))
+    r = run_cli("decompress", str(p))
+    one_line_error(r)
+    assert "not installed" in r.stderr
+
+
+def test_other_weights_fingerprint(encoded, tmp_path):
+    """A file decoded with a model whose weights differ is refused, not garbled."""
+    _, src, _ = encoded
+    from uqcodec import zoo
+    name = shipped("hyperprior")
+    other = tmp_path / name
+    shutil.copytree(zoo.resolve(name), other)
+    w = dict(np.load(other / "weights.npz"))
+    key = sorted(w)[0]
+    w[key] = w[key] * 1.001
+    np.savez(other / "weights.npz", **w)
+    r = run_cli("compress", str(src), "-o", str(tmp_path / "a.uq"), "--model", name)
+    assert r.returncode == 0
+    r = run_cli("decompress", str(tmp_path / "a.uq"), "--model", str(other))
+    one_line_error(r)
+    assert "different weights" in r.stderr
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_existing_output_needs_force(encoded, tmp_path):
+    _, src, uq = encoded
+    target = tmp_path / "exists.uq"
+    target.write_bytes(b"precious")
+    one_line_error(run_cli("compress", str(src), "-o", str(target)))
+    assert target.read_bytes() == b"precious"
+    r = run_cli("compress", str(src), "-o", str(target), "--force")
+    assert r.returncode == 0 and target.read_bytes()[:4] == b"UQC\x89"
+    png = tmp_path / "exists.png"
+    png.write_bytes(b"precious")
+    one_line_error(run_cli("decompress", str(uq), "-o", str(png)))
+    assert png.read_bytes() == b"precious"
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]

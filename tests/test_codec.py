@@ -1,0 +1,123 @@
+"""Round trips of the codec on real (Kodak) images, for both families."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import uqcodec
+from uqcodec import container
+from conftest import kodak_crop, load, DATA
+
+
+@pytest.mark.parametrize("quantizer", ["uq", "round"])
+def test_decoder_matches_encoder_bit_for_bit(family, crop, quantizer):
+    data, info = uqcodec.compress_with_info(crop, model=family, seed=123, quantizer=quantizer,
+                                            reconstruct=True)
+    out = uqcodec.decompress(data)
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, info["reconstruction"])
+    # and it is an actual picture of the input, not noise
+    assert uqcodec.evaluate.psnr(crop, out) > 20
+
+
+def test_full_kodak_crop_roundtrip(family):
+    x = kodak_crop(7)
+    data, info = uqcodec.compress_with_info(x, model=family, seed=9, reconstruct=True)
+    np.testing.assert_array_equal(uqcodec.decompress(data), info["reconstruction"])
+
+
+def test_two_seeds_two_files_both_decode(family, crop):
+    a = uqcodec.compress(crop, model=family, seed=1)
+    b = uqcodec.compress(crop, model=family, seed=2)
+    assert a != b
+    da, db = uqcodec.decompress(a), uqcodec.decompress(b)
+    assert uqcodec.read_header(a).seed == 1 and uqcodec.read_header(b).seed == 2
+    assert not np.array_equal(da, db)  # different dither, different reconstruction
+    for d in (da, db):
+        assert uqcodec.evaluate.psnr(crop, d) > 20
+    # same seed, same file
+    assert uqcodec.compress(crop, model=family, seed=1) == a
+
+
+def test_default_seed_is_fresh(family, crop):
+    a = uqcodec.read_header(uqcodec.compress(crop, model=family)).seed
+    b = uqcodec.read_header(uqcodec.compress(crop, model=family)).seed
+    assert a != b
+
+
+@pytest.mark.parametrize("source", ["bundled", "kodak"])
+def test_file_size_matches_model_rate(family, source):
+    """Universal quantization: coded size == the model's own rate (sum -log2 P(k|u))."""
+    x = load("kodim19_crop.png") if source == "bundled" else kodak_crop(21, (0, 0, 384, 256))
+    data, info = uqcodec.compress_with_info(x, model=family, seed=5)
+    header, streams = container.unpack(data)
+    header_bytes = len(data) - sum(header.stream_lengths)
+    payload_bits = 8 * sum(header.stream_lengths)
+    # each range-coded stream ends with up to 32 bits of flush; escapes are bytes
+    assert abs(payload_bits - info["rate_bits"]) <= 0.01 * info["rate_bits"] + 64 + 8 * header_bytes
+
+
+def test_decoding_is_independent_of_thread_count(family, tmp_path):
+    x = load("kodim05_crop.png")
+    path = tmp_path / "a.uq"
+    path.write_bytes(uqcodec.compress(x, model=family, seed=77))
+    outs = []
+    for threads in ("1", "2"):
+        code = ("import sys, uqcodec, hashlib; d=uqcodec.decompress(open(sys.argv[1],'rb').read());"
+                "print(hashlib.sha256(d.tobytes()).hexdigest())")
+        env = dict(os.environ, UQCODEC_THREADS=threads)
+        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                           env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.strip())
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (33, 65), (64, 64), (70, 130)])
+def test_any_size(family, shape):
+    x = load("kodim15_odd.png")
+    x = np.resize(x, shape + (3,)).astype(np.uint8)
+    data, info = uqcodec.compress_with_info(x, model=family, seed=3, reconstruct=True)
+    out = uqcodec.decompress(data)
+    assert out.shape == x.shape
+    np.testing.assert_array_equal(out, info["reconstruction"])
+
+
+def test_grayscale_comes_back_grayscale(family, tmp_path):
+    from PIL import Image
+    p = tmp_path / "g.png"
+    Image.open(os.path.join(DATA, "kodim05_crop.png")).convert("L").save(p)
+    out = uqcodec.decompress(uqcodec.compress(str(p), model=family, seed=1))
+    assert out.ndim == 2 and out.shape == (96, 160)
+
+
+def test_sixteen_bit_and_palette_and_rgba(family, tmp_path, capsys):
+    from PIL import Image
+    x = load("kodim15_odd.png")
+    g16 = (x[..., 1].astype(np.uint16) * 257)
+    p16 = tmp_path / "g16.png"
+    Image.fromarray(g16).save(p16)
+    out = uqcodec.decompress(uqcodec.compress(str(p16), model=family, seed=1))
+    assert out.shape == g16.shape and uqcodec.evaluate.psnr(x[..., 1], out) > 20
+    pal = tmp_path / "p.png"
+    Image.fromarray(x).convert("P").save(pal)
+    out = uqcodec.decompress(uqcodec.compress(str(pal), model=family, seed=1))
+    assert out.shape == x.shape
+    rgba = tmp_path / "a.png"
+    Image.fromarray(np.dstack([x, np.full(x.shape[:2], 128, np.uint8)])).save(rgba)
+    out = uqcodec.decompress(uqcodec.compress(str(rgba), model=family, seed=1))
+    assert out.shape == x.shape
+    assert "alpha channel dropped" in capsys.readouterr().err
+
+
+def test_api_errors_are_codec_errors(tmp_path):
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.decompress(b"hello")
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.compress(str(tmp_path / "missing.png"))
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.compress(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.compress(np.zeros((4, 4, 3), np.uint8), model="no-such-model")

@@ -1,0 +1,14 @@
+"""uqcodec: a learned image codec with universally quantized neural compression.
+
+    import uqcodec
+    data = uqcodec.compress("photo.png")      # bytes of a .uq file
+    pixels = uqcodec.decompress(data)         # uint8 array
+
+TensorFlow is imported only when a model is first used.
+"""
+from .errors import CodecError
+from .api import compress, decompress, compress_with_info, read_header
+from . import evaluate
+
+__version__ = "0.1.0"
+__all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header"]

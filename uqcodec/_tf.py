@@ -1,0 +1,35 @@
+"""Quiet, lazy import of TensorFlow and tensorflow-compression.
+
+TensorFlow prints cuDNN/cuFFT registration noise on the C++ stderr even with
+TF_CPP_MIN_LOG_LEVEL=3. We silence file descriptor 2 while importing it, so
+the CLI's output stays clean, and only import it in code paths that need it.
+"""
+import os
+import sys
+
+_modules = None
+
+
+def load(threads=None):
+    """Return (tf, tfc), importing them quietly on first use."""
+    global _modules
+    if _modules is None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import tensorflow as tf
+            import tensorflow_compression as tfc
+            tf.get_logger().setLevel("ERROR")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+        n = threads or os.environ.get("UQCODEC_THREADS")
+        if n:
+            tf.config.threading.set_intra_op_parallelism_threads(int(n))
+            tf.config.threading.set_inter_op_parallelism_threads(int(n))
+        _modules = (tf, tfc)
+    return _modules

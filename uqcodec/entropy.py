@@ -1,0 +1,285 @@
+"""Entropy coding of integer symbols with constriction's range coder.
+
+Two kinds of latents:
+
+* factorized (``y`` of linear models, ``z`` of hyperprior models): per-channel
+  probability tables, precomputed at export for each of the DITHER_LEVELS dither
+  values (plus one row for u = 0, used by plain rounding), coded with
+  ``Categorical(perfect=False)``.
+* Gaussian-conditional (``y`` of hyperprior models): mean snapped to a 1/64 grid,
+  scale snapped to an index into a log-spaced table. With additive-noise models
+  we code with ``QuantizedGaussian``; soft-rounding models need the bin edges
+  ``s_inv(k + u -/+ 1/2)`` and use explicit per-element tables.
+
+Symbols beyond a table's support are clipped to its end bins (which hold the
+tail mass) and the overflow is written as a varint to an escape stream, so no
+symbol can crash the coder or be silently altered.
+"""
+import math
+
+import numpy as np
+import constriction
+from scipy.special import ndtr
+
+from . import quantization as Q
+
+# Gaussian scale table: log-spaced from the training lower bound 0.11 to 256.
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 128
+SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+MEAN_STEP = 1.0 / 64
+GAUSS_RADIUS = 4096  # QuantizedGaussian support is [-R, R] around round(mean)
+TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
+ROUND_ROW = Q.DITHER_LEVELS  # table row for plain rounding (u = 0)
+
+
+class EscapeWriter:
+    def __init__(self):
+        self.buf = bytearray()
+
+    def put(self, values):
+        for v in np.asarray(values, dtype=np.int64).ravel():
+            v = int(v)
+            while v >= 0x80:
+                self.buf.append((v & 0x7F) | 0x80)
+                v >>= 7
+            self.buf.append(v)
+
+
+class EscapeReader:
+    def __init__(self, data):
+        self.data = bytes(data)
+        self.pos = 0
+
+    def get(self, n):
+        out = np.empty(n, np.int64)
+        for i in range(n):
+            v, shift = 0, 0
+            while True:
+                if self.pos >= len(self.data):
+                    raise ValueError("escape stream truncated")
+                b = self.data[self.pos]
+                self.pos += 1
+                v |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+                if shift > 35:
+                    raise ValueError("escape value out of range")
+            out[i] = v
+        return out
+
+
+def _clip_escape(sym, lo, hi, esc):
+    """Clip integer symbols to [lo, hi]; write the overflow of every end-bin symbol."""
+    clipped = np.clip(sym, lo, hi)
+    at_end = (clipped == lo) | (clipped == hi)
+    esc.put(np.abs(sym - clipped)[at_end])
+    return clipped
+
+
+def _unescape(sym, lo, hi, esc):
+    lo_mask = sym == lo
+    hi_mask = sym == hi
+    at_end = lo_mask | hi_mask
+    extra = esc.get(int(at_end.sum()))
+    out = sym.astype(np.int64).copy()
+    sign = np.where(hi_mask[at_end], 1, -1)
+    out[at_end] += sign * extra
+    return out
+
+
+# --- factorized tables (computed at export) ----------------------------------
+
+def factorized_tables(model):
+    """Per-channel probability tables of a model's factorized prior.
+
+    Returns {"lo": (C,), "size": (C,), "probs": (sum_c size_c, LEVELS+1)} as
+    float32: row j of channel c's block is P(k | u_j) for k = lo_c .. lo_c+size_c-1,
+    with the end bins holding the tail mass. Soft-rounding models use the
+    soft-rounding-inverted bin edges.
+    """
+    from . import _tf
+    tf, tfc = _tf.load()
+    from tensorflow_compression.python.distributions import helpers
+    prior = model.factorized
+    alpha = model.config.get("alpha") if model.config.get("training") == "sr" else None
+    lower = helpers.lower_tail(prior, TAIL_MASS).numpy()
+    upper = helpers.upper_tail(prior, TAIL_MASS).numpy()
+    lo = np.floor(lower).astype(np.int64) - 1
+    hi = np.ceil(upper).astype(np.int64) + 1
+    size = hi - lo + 1
+    u = np.concatenate([Q.level_values(), [0.0]])  # (L+1,)
+    C, smax = len(lo), int(size.max())
+    # Bin edges of every channel, padded to a common length: (L+1, smax+1, C).
+    k = lo[None, :] + np.minimum(np.arange(smax)[:, None], size[None, :] - 1)  # (smax, C)
+    v = k[None, :, :].astype(np.float64) + u[:, None, None]
+    e_lo = Q.soft_round_inverse(v - 0.5, alpha)
+    e_hi = Q.soft_round_inverse(v + 0.5, alpha)
+    edges = np.concatenate([e_lo, e_hi[:, -1:, :]], axis=1)
+    logits = np.empty(edges.shape)
+    flat = edges.reshape(-1, C)
+    out = logits.reshape(-1, C)
+    for i in range(0, len(flat), 65536):
+        out[i:i + 65536] = prior._logits_cumulative(
+            tf.constant(flat[i:i + 65536], tf.float32)).numpy()
+    blocks = []
+    for c in range(C):
+        n = int(size[c])
+        lg = np.concatenate([logits[:, :n, c], logits[:, -1:, c] * 0 + _last_edge(
+            prior, e_hi[:, n - 1, c], c, C, tf)], axis=1) if n < smax else logits[:, :, c]
+        cdf = 1.0 / (1.0 + np.exp(-lg))
+        sf = 1.0 / (1.0 + np.exp(lg))
+        # Interior bins by CDF or survival differences (whichever is more precise).
+        p = np.where(lg[:, :-1] + lg[:, 1:] > 0, sf[:, :-1] - sf[:, 1:], cdf[:, 1:] - cdf[:, :-1])
+        p[:, 0] = cdf[:, 1]
+        p[:, -1] = sf[:, -2]
+        blocks.append(np.maximum(p, 0.0).T.astype(np.float32))  # (S, L+1)
+    probs = np.concatenate(blocks, axis=0)
+    return {"lo": lo, "size": size, "probs": probs}
+
+
+def _last_edge(prior, edge, c, C, tf):
+    """Logits of the upper edge of channel c's last bin (shape (L+1,))."""
+    x = np.zeros((len(edge), C), np.float32)
+    x[:, c] = edge
+    return prior._logits_cumulative(tf.constant(x)).numpy()[:, c:c + 1].astype(np.float64)
+
+
+class FactorizedCoder:
+    """Codes factorized latents (..., C) given dither level indices."""
+
+    def __init__(self, tables):
+        self.lo = np.asarray(tables["lo"], np.int64)
+        self.size = np.asarray(tables["size"], np.int64)
+        self.hi = self.lo + self.size - 1
+        probs = np.asarray(tables["probs"], np.float32)
+        offsets = np.concatenate([[0], np.cumsum(self.size)])
+        # One (LEVELS+1, S_c) array per channel.
+        self.tables = [np.ascontiguousarray(probs[offsets[c]:offsets[c + 1]].T)
+                       for c in range(len(self.lo))]
+        self.model = constriction.stream.model.Categorical(perfect=False)
+
+    @property
+    def channels(self):
+        return len(self.lo)
+
+    def encode(self, encoder, k, rows, esc):
+        """k, rows: int arrays (..., C). Returns the (escape-exact) k unchanged."""
+        C = self.channels
+        k = k.reshape(-1, C)
+        rows = rows.reshape(-1, C)
+        for c in range(C):
+            s = _clip_escape(k[:, c], self.lo[c], self.hi[c], esc) - self.lo[c]
+            encoder.encode(s.astype(np.int32), self.model,
+                           self.tables[c][rows[:, c]].astype(np.float64))
+
+    def decode(self, decoder, rows, esc):
+        C = self.channels
+        shape = rows.shape
+        rows = rows.reshape(-1, C)
+        k = np.empty(rows.shape, np.int64)
+        for c in range(C):
+            s = decoder.decode(self.model, self.tables[c][rows[:, c]].astype(np.float64))
+            s = np.asarray(s, np.int64) + self.lo[c]
+            k[:, c] = _unescape(s, self.lo[c], self.hi[c], esc)
+        return k.reshape(shape)
+
+    def bits(self, k, rows):
+        """-log2 of the table probabilities of k (for diagnostics)."""
+        C = self.channels
+        k = k.reshape(-1, C)
+        rows = rows.reshape(-1, C)
+        total = 0.0
+        for c in range(C):
+            t = self.tables[c][rows[:, c]]
+            s = np.clip(k[:, c], self.lo[c], self.hi[c]) - self.lo[c]
+            p = t[np.arange(len(s)), s] / t.sum(axis=1)
+            total += float(-np.log2(np.maximum(p, 1e-30)).sum())
+        return total
+
+
+# --- Gaussian conditional ------------------------------------------------------
+
+def snap_scale_index(log_scale):
+    """Index into SCALES of the nearest log-scale (deterministic grid)."""
+    step = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
+    idx = np.rint((np.asarray(log_scale, np.float64) - math.log(SCALE_MIN)) / step)
+    return np.clip(idx, 0, SCALE_LEVELS - 1).astype(np.int64)
+
+
+def snap_mean(mean):
+    return np.rint(np.asarray(mean, np.float64) / MEAN_STEP) * MEAN_STEP
+
+
+def _bin_prob(lo, hi, mean, scale):
+    """P(lo < Y < hi), Y ~ N(mean, scale), evaluated in the lower tail (float64)."""
+    mid = (lo + hi) / 2.0 - mean
+    half = (hi - lo) / 2.0
+    d = -np.abs(mid)
+    return ndtr((d + half) / scale) - ndtr((d - half) / scale)
+
+
+class GaussianCoder:
+    """Codes y = c + d + u with c = round(mean) (uq) or c = mean (round)."""
+
+    def __init__(self, alpha=None):
+        self.alpha = alpha
+        self.qg = constriction.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS)
+        self.cat = constriction.stream.model.Categorical(perfect=False)
+
+    def _window(self, idx):
+        return int(math.ceil(6.0 * SCALES[idx] + 2.0))
+
+    def _tables(self, mean, idx, c, u, W):
+        """Rows of P(d) for d = -W..W (end bins hold the tails), soft-rounding edges."""
+        d = np.arange(-W, W + 1, dtype=np.float64)
+        v = (c + u)[:, None] + d[None, :]
+        e_lo = Q.soft_round_inverse(v - 0.5, self.alpha)
+        e_hi = Q.soft_round_inverse(v + 0.5, self.alpha)
+        m = mean[:, None]
+        s = SCALES[idx][:, None]
+        p = _bin_prob(e_lo, e_hi, m, s)
+        p[:, 0] = ndtr((e_hi[:, 0] - mean) / s[:, 0])
+        p[:, -1] = ndtr((mean - e_lo[:, -1]) / s[:, 0])
+        return np.maximum(p, 0.0)
+
+    def encode(self, encoder, d, mean, idx, c, u, esc):
+        """All arrays flat float64/int64 of equal length, in coding order."""
+        if self.alpha is None:
+            d = _clip_escape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
+            encoder.encode(d.astype(np.int32), self.qg, mean - c - u, SCALES[idx])
+            return
+        for i in np.unique(idx):
+            sel = np.nonzero(idx == i)[0]
+            W = self._window(i)
+            s = _clip_escape(d[sel], -W, W, esc) + W
+            encoder.encode(s.astype(np.int32), self.cat,
+                           self._tables(mean[sel], idx[sel], c[sel], u[sel], W))
+
+    def decode(self, decoder, mean, idx, c, u, esc):
+        n = len(mean)
+        if self.alpha is None:
+            d = np.asarray(decoder.decode(self.qg, mean - c - u, SCALES[idx]), np.int64)
+            return _unescape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
+        d = np.empty(n, np.int64)
+        for i in np.unique(idx):
+            sel = np.nonzero(idx == i)[0]
+            W = self._window(i)
+            s = np.asarray(decoder.decode(self.cat, self._tables(mean[sel], idx[sel], c[sel],
+                                                                 u[sel], W)), np.int64) - W
+            d[sel] = _unescape(s, -W, W, esc)
+        return d
+
+
+def new_encoder():
+    return constriction.stream.queue.RangeEncoder()
+
+
+def finish(encoder):
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def new_decoder(data):
+    if len(data) % 4:
+        raise ValueError("coded stream length is not a multiple of 4")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))

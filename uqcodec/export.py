@@ -1,0 +1,49 @@
+"""Export a training run to a shipped model directory and measure it on Kodak."""
+import json
+import os
+import shutil
+
+from . import zoo
+
+CARD_FIELDS = ("name", "arch", "training", "lambda", "steps", "kodak_bpp", "kodak_psnr")
+
+
+def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
+    """run_dir (train.json + weights.npz) -> out_dir (model.json, weights.npz, tables.npz)."""
+    from .model import CompressionModel, save_model_dir
+    with open(os.path.join(run_dir, "train.json")) as f:
+        state = json.load(f)
+    config = {k: state[k] for k in ("arch", "training", "lambda", "N", "M", "stride", "kernel",
+                                    "alpha") if k in state}
+    model = CompressionModel(config)
+    model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
+    name = name or os.path.basename(os.path.normpath(out_dir))
+    card = {"name": name, "steps": state.get("steps"),
+            "wall_seconds": round(state.get("wall_seconds", 0.0), 1),
+            "patch": state.get("patch"), "batch": state.get("batch"),
+            "lr": state.get("lr"), "warmup": state.get("warmup"),
+            "decay_start": state.get("decay_start"), "bf16": state.get("bf16"),
+            "data": os.path.basename(state.get("data", "") or ""),
+            "init_from": state.get("init_from"),
+            "alpha_schedule": state.get("alpha_schedule"),
+            "kodak_bpp": None, "kodak_psnr": None}
+    tmp = out_dir.rstrip("/") + ".exporting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(model, tmp, card)
+    if measure:
+        from .evaluate import measure_model
+        kodak = kodak or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                      "kodak")
+        if os.path.isdir(kodak):
+            res = measure_model(tmp, kodak)
+            with open(os.path.join(tmp, "model.json")) as f:
+                card = json.load(f)
+            card.update({"kodak_bpp": round(res["bpp"], 4), "kodak_psnr": round(res["psnr"], 3),
+                         "kodak_images": res["images"]})
+            with open(os.path.join(tmp, "model.json"), "w") as f:
+                json.dump(card, f, indent=2, sort_keys=True)
+                f.write("\n")
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return zoo.read_card(out_dir)

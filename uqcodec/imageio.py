@@ -1,0 +1,104 @@
+"""Image I/O: anything Pillow reads -> HxWx3 uint8 RGB, and PNG out (atomically)."""
+import os
+import tempfile
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import CodecError
+
+Image.MAX_IMAGE_PIXELS = None  # we set our own limits in the container
+
+
+def to_rgb(img):
+    """PIL image -> (HxWx3 uint8 array, original mode, list of warning strings)."""
+    mode = img.mode
+    notes = []
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img).astype(np.float64)
+        if mode == "I" and a.max(initial=0) <= 255:
+            a8 = a
+        else:
+            a8 = a / 257.0
+        a = np.clip(np.rint(a8), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2), "I;16" if mode != "I" else "I", notes
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(np.rint(a * 255.0 if a.max(initial=0) <= 1.0 else a), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2), mode, notes
+    if mode in ("L", "1"):
+        a = np.asarray(img.convert("L"))
+        return np.repeat(a[..., None], 3, axis=2), "L" if mode == "L" else "1", notes
+    if mode == "LA" or mode == "La":
+        notes.append("alpha channel dropped")
+        a = np.asarray(img.convert("L"))
+        return np.repeat(a[..., None], 3, axis=2), "LA", notes
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+        notes.append("alpha channel dropped")
+        return np.asarray(img.convert("RGBA").convert("RGB")), "RGBA", notes
+    return np.asarray(img.convert("RGB")), mode, notes
+
+
+def read_image(source):
+    """Path or array -> (HxWx3 uint8, original mode, warnings). Raises CodecError."""
+    if isinstance(source, np.ndarray):
+        a = source
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+            mode = "L"
+        elif a.ndim == 3 and a.shape[2] == 3:
+            mode = "RGB"
+        else:
+            raise CodecError(f"image array must be HxWx3 (or HxW), got shape {a.shape}")
+        if a.dtype != np.uint8:
+            raise CodecError(f"image array must be uint8, got {a.dtype}")
+        if a.shape[0] < 1 or a.shape[1] < 1:
+            raise CodecError("image is empty")
+        return np.ascontiguousarray(a), mode, []
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise CodecError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CodecError(f"{path}: is a directory")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if isinstance(e, PermissionError):
+            raise CodecError(f"{path}: permission denied") from None
+        raise CodecError(f"{path}: not a readable image") from None
+
+
+def from_rgb(rgb, mode):
+    """Decoded RGB array -> array in the output mode (grayscale comes back grayscale)."""
+    if mode in ("L", "1", "LA", "I;16", "I", "F"):
+        return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+    return rgb
+
+
+def atomic_write(path, data):
+    """Write bytes to path via a temporary file in the same folder + rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".uqcodec-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def png_bytes(array):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,166 @@
+"""Training loop: rate + lambda * MSE(0..255) with additive noise (``un``) or
+soft rounding (``sr``), warm-up + cosine learning-rate schedule, checkpoints,
+resume, warm starts, TensorBoard summaries and a progress bar.
+
+Writes into ``out``: ``ckpt/`` (full training state, for --resume),
+``weights.npz`` + ``train.json`` (inference weights + config, refreshed at every
+checkpoint) and, at the end, the exported model (see ``export``).
+"""
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "train")
+
+
+def lr_at(step, steps, lr, warmup, decay_start):
+    """Linear warm-up to ``lr``, constant, then cosine decay to lr/100 from ``decay_start``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    start = int(decay_start * steps)
+    if step < start:
+        return lr
+    t = min(1.0, (step - start) / max(1, steps - start))
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def alpha_at(step, steps, alpha_start, alpha_end, ramp):
+    """Soft-rounding alpha: linear ramp from alpha_start to alpha_end over ``ramp`` of the run."""
+    t = min(1.0, step / max(1.0, ramp * steps))
+    return alpha_start + (alpha_end - alpha_start) * t
+
+
+def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
+          warmup=1000, decay_start=0.6, clip=1.0, alpha=(1.0, 8.0), alpha_ramp=1.0,
+          init_from=None, resume=False, seed=0, bf16=True, ckpt_minutes=5.0,
+          model_args=None, log_every=100, progress=True, export=True):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    from . import _tf
+    tf, tfc = _tf.load()
+    from . import data as D
+    from .model import CompressionModel
+
+    tf.random.set_seed(seed)
+    os.makedirs(out, exist_ok=True)
+    config = {"arch": arch, "training": mode, "lambda": lmbda}
+    config.update(model_args or {})
+    if init_from:
+        with open(os.path.join(init_from, "model.json")) as f:
+            base = json.load(f)
+        for k in ("N", "M", "stride", "kernel"):
+            if k in base:
+                config.setdefault(k, base[k])
+    model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
+    if init_from:
+        model.load_weights_npz(os.path.join(init_from, "weights.npz"))
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
+    ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out, "ckpt"), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+    state_path = os.path.join(out, "train.json")
+    state = {"wall_seconds": 0.0}
+    if resume and os.path.exists(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+    a_start, a_end = alpha
+    images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
+    ds = iter(D.dataset(tf, images, patch, batch, seed=seed + int(step_var.numpy())))
+    writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
+    variables = model.trainable_variables
+    num_pixels = float(batch * patch * patch)
+
+    @tf.function
+    def train_step(x, lr_now, alpha_now):
+        with tf.GradientTape() as tape:
+            x_hat, bits_y, bits_z = model.forward(x, alpha_now if mode == "sr" else None)
+            mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0 ** 2
+            bpp = (bits_y + bits_z) / num_pixels
+            loss = bpp + lmbda * mse
+        grads = tape.gradient(loss, variables)
+        opt.learning_rate.assign(lr_now)
+        opt.apply_gradients(zip(grads, variables))
+        return loss, bpp, mse, bits_z / num_pixels
+
+    def save(final=False):
+        manager.save()
+        with open(os.path.join(out, "weights.npz.tmp"), "wb") as f:
+            f.write(model.weights_npz(half=False))
+        os.replace(os.path.join(out, "weights.npz.tmp"), os.path.join(out, "weights.npz"))
+        s = int(step_var.numpy())
+        meta = dict(model.config, steps=s, patch=patch, batch=batch, lr=lr, warmup=warmup,
+                    decay_start=decay_start, clip=clip, bf16=bf16, seed=seed,
+                    data=os.path.abspath(data or DEFAULT_DATA), init_from=init_from,
+                    wall_seconds=state["wall_seconds"], total_steps=steps)
+        if mode == "sr":
+            meta["alpha"] = alpha_at(s, steps, a_start, a_end, alpha_ramp)
+            meta["alpha_schedule"] = {"start": a_start, "end": a_end, "ramp": alpha_ramp}
+        state.update(meta)
+        with open(state_path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(state_path + ".tmp", state_path)
+
+    stop = {"flag": False}
+
+    def on_term(signum, frame):
+        stop["flag"] = True
+    signal.signal(signal.SIGTERM, on_term)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, initial=int(step_var.numpy()), unit="step", dynamic_ncols=True,
+                   file=sys.stderr)
+    last_ckpt = time.time()
+    t_prev = time.time()
+    avg = None
+    try:
+        while int(step_var.numpy()) < steps and not stop["flag"]:
+            s = int(step_var.numpy())
+            x = next(ds)
+            a_now = alpha_at(s, steps, a_start, a_end, alpha_ramp)
+            loss, bpp, mse, bpp_z = train_step(x, tf.constant(lr_at(s, steps, lr, warmup, decay_start),
+                                                             tf.float32),
+                                               tf.constant(a_now, tf.float32))
+            step_var.assign_add(1)
+            now = time.time()
+            state["wall_seconds"] += now - t_prev
+            t_prev = now
+            vals = np.array([float(loss), float(bpp), float(mse), float(bpp_z)])
+            avg = vals if avg is None else 0.98 * avg + 0.02 * vals
+            if bar is not None:
+                bar.update(1)
+                if s % 20 == 0:
+                    psnr = 10 * np.log10(255.0 ** 2 / max(avg[2], 1e-9))
+                    bar.set_postfix(loss=f"{avg[0]:.3f}", bpp=f"{avg[1]:.3f}", psnr=f"{psnr:.2f}")
+            if s % log_every == 0:
+                psnr = 10 * np.log10(255.0 ** 2 / max(avg[2], 1e-9))
+                with writer.as_default(step=s):
+                    tf.summary.scalar("loss", avg[0])
+                    tf.summary.scalar("bpp", avg[1])
+                    tf.summary.scalar("bpp_z", avg[3])
+                    tf.summary.scalar("psnr", psnr)
+                    tf.summary.scalar("lr", lr_at(s, steps, lr, warmup, decay_start))
+                if not progress:
+                    print(f"step {s} loss {avg[0]:.4f} bpp {avg[1]:.4f} bpp_z {avg[3]:.4f} "
+                          f"psnr {psnr:.2f} alpha {a_now:.2f} wall {state['wall_seconds']:.0f}",
+                          flush=True)
+            if now - last_ckpt > ckpt_minutes * 60:
+                save()
+                last_ckpt = now
+    except KeyboardInterrupt:
+        print("interrupted: saving checkpoint", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+        save()
+    if export and not stop["flag"]:
+        from .export import export_model
+        export_model(out, out)
+    return state

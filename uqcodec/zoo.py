@@ -1,0 +1,83 @@
+"""The shipped models: discovery, the --quality ladder, and cached loading.
+
+A model is a directory with ``model.json`` (the model card and config),
+``weights.npz`` (inference weights) and ``tables.npz`` (the factorized prior's
+coding tables, computed at export). Shipped models live in ``models/`` at the
+repository root (override with the UQCODEC_MODELS environment variable).
+"""
+import json
+import os
+
+from .errors import CodecError
+
+DEFAULT_ARCH = "hyperprior"
+
+
+def models_dir():
+    env = os.environ.get("UQCODEC_MODELS")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+
+def read_card(path):
+    try:
+        with open(os.path.join(path, "model.json")) as f:
+            card = json.load(f)
+    except (OSError, ValueError):
+        raise CodecError(f"{path}: not a uqcodec model directory") from None
+    card.setdefault("name", os.path.basename(os.path.normpath(path)))
+    card["path"] = os.path.abspath(path)
+    return card
+
+
+def list_models():
+    """Cards of every shipped model, sorted by family, training and rate."""
+    root = models_dir()
+    cards = []
+    if os.path.isdir(root):
+        for d in sorted(os.listdir(root)):
+            if os.path.exists(os.path.join(root, d, "model.json")):
+                cards.append(read_card(os.path.join(root, d)))
+    return sorted(cards, key=lambda c: (c.get("arch", ""), c.get("training", ""),
+                                        c.get("kodak_bpp") or 0, c["name"]))
+
+
+def ladder():
+    """Default-family models from low to high rate (soft-rounding models if any)."""
+    cards = [c for c in list_models() if c.get("arch") == DEFAULT_ARCH] or list_models()
+    sr = [c for c in cards if c.get("training") == "sr"]
+    cards = sr or cards
+    return sorted(cards, key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
+
+
+def resolve(model=None, quality=None):
+    """Model name, directory or None (+ optional quality 1..N) -> model directory."""
+    if model is not None and quality is not None:
+        raise CodecError("give either --model or --quality, not both")
+    if model is None:
+        lad = ladder()
+        if not lad:
+            raise CodecError(f"no models found in {models_dir()}")
+        if quality is None:
+            return lad[(len(lad) - 1) // 2]["path"]
+        if not 1 <= quality <= len(lad):
+            raise CodecError(f"quality must be between 1 and {len(lad)}")
+        return lad[quality - 1]["path"]
+    if os.path.isdir(model):
+        read_card(model)
+        return os.path.abspath(model)
+    path = os.path.join(models_dir(), model)
+    if os.path.exists(os.path.join(path, "model.json")):
+        return path
+    names = ", ".join(c["name"] for c in list_models()) or "none"
+    raise CodecError(f"unknown model {model!r} (shipped: {names})")
+
+
+def find_by_name(name):
+    """Directory of the shipped model called ``name`` (for decoding), or CodecError."""
+    path = os.path.join(models_dir(), name)
+    if os.path.sep in name or name in (".", "..") or not os.path.exists(
+            os.path.join(path, "model.json")):
+        raise CodecError(f"file needs model {name!r}, which is not installed")
+    return path
