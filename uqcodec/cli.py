@@ -151,7 +151,7 @@ def models(as_json):
         mark = "*" if c["path"] == default else " "
 
         def f(v, fmt):
-            return format(v, fmt) if isinstance(v, (int, float)) else "-"
+            return format(v, fmt) if isinstance(v, (int, float)) else format("-", ">" + fmt[0])
         click.echo(f"{mark} {c['name']:28s} {c.get('arch', '?'):10s} {c.get('training', '?'):5s} "
                    f"{f(c.get('lambda'), '7.4f')} {f(c.get('steps'), '7d')} "
                    f"{f(c.get('kodak_bpp'), '7.3f')} {f(c.get('kodak_psnr'), '7.2f')} "

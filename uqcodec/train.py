@@ -149,7 +149,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     tf.summary.scalar("lr", lr_at(s, steps, lr, warmup, decay_start))
                 if not progress:
                     print(f"step {s} loss {avg[0]:.4f} bpp {avg[1]:.4f} bpp_z {avg[3]:.4f} "
-                          f"psnr {psnr:.2f} alpha {a_now:.2f} wall {state['wall_seconds']:.0f}",
+                          f"psnr {psnr:.2f} "
+                          + (f"alpha {a_now:.2f} " if mode == "sr" else "")
+                          + f"wall {state['wall_seconds']:.0f}",
                           flush=True)
             if now - last_ckpt > ckpt_minutes * 60:
                 save()
