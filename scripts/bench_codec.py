@@ -40,7 +40,7 @@ def main():
     for name in names:
         c = codec.load(zoo.resolve(name))
         data = uqcodec.compress(rgb, model=name, seed=0)  # warm-up (tracing)
-        uqcodec.decompress(data)
+        uqcodec.decompress(data, model=name)
         best = None
         for r in range(args.repeat):
             c.transform_seconds = 0.0
@@ -49,7 +49,7 @@ def main():
             t1 = time.perf_counter()
             et = c.transform_seconds
             c.transform_seconds = 0.0
-            uqcodec.decompress(data)
+            uqcodec.decompress(data, model=name)
             t2 = time.perf_counter()
             dt = c.transform_seconds
             row = (t1 - t0, et, t2 - t1, dt)

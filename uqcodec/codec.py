@@ -12,6 +12,8 @@ reproduces the encoder's reconstruction bit for bit:
    grid dither (factorized, linear models);
 4. synthesis, crop, clip, round to 8 bits.
 """
+import atexit
+import gc
 import os
 import threading
 import time
@@ -23,6 +25,13 @@ from .errors import CodecError
 
 _cache = {}
 _lock = threading.Lock()
+
+
+@atexit.register
+def _release():
+    """Free the models before interpreter teardown (TensorFlow prints noise otherwise)."""
+    _cache.clear()
+    gc.collect()
 
 
 def load(path):

@@ -231,16 +231,21 @@ class GaussianCoder:
         return int(math.ceil(6.0 * SCALES[idx] + 2.0))
 
     def _tables(self, mean, idx, c, u, W):
-        """Rows of P(d) for d = -W..W (end bins hold the tails), soft-rounding edges."""
-        d = np.arange(-W, W + 1, dtype=np.float64)
-        v = (c + u)[:, None] + d[None, :]
-        e_lo = Q.soft_round_inverse(v - 0.5, self.alpha)
-        e_hi = Q.soft_round_inverse(v + 0.5, self.alpha)
-        m = mean[:, None]
-        s = SCALES[idx][:, None]
-        p = _bin_prob(e_lo, e_hi, m, s)
-        p[:, 0] = ndtr((e_hi[:, 0] - mean) / s[:, 0])
-        p[:, -1] = ndtr((mean - e_lo[:, -1]) / s[:, 0])
+        """Rows of P(d) for d = -W..W (end bins hold the tails), soft-rounding edges.
+
+        The CDF is evaluated once per bin edge, as a tail probability on the
+        near side of the mean, so that bins far out in either tail stay precise.
+        """
+        d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
+        edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha)
+        t = (edges - mean[:, None]) / SCALES[idx][:, None]
+        g = ndtr(-np.abs(t))          # tail mass beyond each edge
+        above = t > 0
+        lo_a, hi_a = above[:, :-1], above[:, 1:]
+        p = np.where(lo_a, g[:, :-1] - g[:, 1:],
+                     np.where(hi_a, 1.0 - g[:, :-1] - g[:, 1:], g[:, 1:] - g[:, :-1]))
+        p[:, 0] = np.where(above[:, 1], 1.0 - g[:, 1], g[:, 1])
+        p[:, -1] = np.where(above[:, -2], g[:, -2], 1.0 - g[:, -2])
         return np.maximum(p, 0.0)
 
     def encode(self, encoder, d, mean, idx, c, u, esc):

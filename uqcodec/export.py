@@ -18,8 +18,9 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     model = CompressionModel(config)
     model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
     name = name or os.path.basename(os.path.normpath(out_dir))
-    card = {"name": name, "steps": state.get("steps"),
-            "wall_seconds": round(state.get("wall_seconds", 0.0), 1),
+    init_steps = state.get("init_steps") or 0
+    card = {"name": name, "steps": state.get("steps", 0) + init_steps, "run_steps": state.get("steps"),
+            "wall_seconds": round(state.get("wall_seconds", 0.0) + (state.get("init_wall_seconds") or 0), 1),
             "patch": state.get("patch"), "batch": state.get("batch"),
             "lr": state.get("lr"), "warmup": state.get("warmup"),
             "decay_start": state.get("decay_start"), "bf16": state.get("bf16"),

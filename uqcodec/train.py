@@ -49,12 +49,15 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     os.makedirs(out, exist_ok=True)
     config = {"arch": arch, "training": mode, "lambda": lmbda}
     config.update(model_args or {})
+    init_steps = init_wall = 0
     if init_from:
         with open(os.path.join(init_from, "model.json")) as f:
             base = json.load(f)
         for k in ("N", "M", "stride", "kernel"):
             if k in base:
                 config.setdefault(k, base[k])
+        init_steps = base.get("steps") or 0
+        init_wall = base.get("wall_seconds") or 0.0
     model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
     if init_from:
         model.load_weights_npz(os.path.join(init_from, "weights.npz"))
@@ -97,7 +100,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         meta = dict(model.config, steps=s, patch=patch, batch=batch, lr=lr, warmup=warmup,
                     decay_start=decay_start, clip=clip, bf16=bf16, seed=seed,
                     data=os.path.abspath(data or DEFAULT_DATA), init_from=init_from,
-                    wall_seconds=state["wall_seconds"], total_steps=steps)
+                    wall_seconds=state["wall_seconds"], total_steps=steps,
+                    init_steps=init_steps, init_wall_seconds=init_wall)
         if mode == "sr":
             meta["alpha"] = alpha_at(s, steps, a_start, a_end, alpha_ramp)
             meta["alpha_schedule"] = {"start": a_start, "end": a_end, "ramp": alpha_ramp}

@@ -44,11 +44,14 @@ def list_models():
 
 
 def ladder():
-    """Default-family models from low to high rate (soft-rounding models if any)."""
+    """Default-family models from low to high rate: one per lambda, soft rounding preferred."""
     cards = [c for c in list_models() if c.get("arch") == DEFAULT_ARCH] or list_models()
-    sr = [c for c in cards if c.get("training") == "sr"]
-    cards = sr or cards
-    return sorted(cards, key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
+    best = {}
+    for c in cards:
+        key = c.get("lambda")
+        if key not in best or (c.get("training") == "sr" and best[key].get("training") != "sr"):
+            best[key] = c
+    return sorted(best.values(), key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
 
 
 def resolve(model=None, quality=None):
