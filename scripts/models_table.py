@@ -11,9 +11,9 @@ def main():
     print("| model | family | training | lambda | steps | train wall (min) | Kodak bpp | Kodak PSNR (dB) |")
     print("|---|---|---|---|---|---|---|---|")
     for c in zoo.list_models():
-        wall = c.get("wall_seconds")
+        wall = f"{c['wall_seconds'] / 60:.0f}" if c.get("wall_seconds") else "-"
         print(f"| {c['name']} | {c['arch']} | {c['training']} | {c['lambda']} | {c['steps']} | "
-              f"{wall / 60:.0f} | {c['kodak_bpp']} | {c['kodak_psnr']} |" if wall else "")
+              f"{wall} | {c['kodak_bpp']} | {c['kodak_psnr']} |")
 
 
 if __name__ == "__main__":

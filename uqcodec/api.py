@@ -27,10 +27,7 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     if not 0 <= int(seed) <= MAX_SEED:
         raise CodecError("seed must be an integer in [0, 2^64)")
     rgb, mode, notes = imageio.read_image(image)
-    h, w = rgb.shape[:2]
-    if h > container.MAX_SIDE or w > container.MAX_SIDE or h * w > container.MAX_PIXELS:
-        raise CodecError(f"image too large ({w}x{h}; limits: {container.MAX_SIDE} pixels per "
-                         f"side, {container.MAX_PIXELS / 1e6:.0f} megapixels)")
+    container.check_size(*rgb.shape[:2])
     c = codec.load(_model_dir(model, quality))
     data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct)
     info["warnings"] = notes

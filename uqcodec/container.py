@@ -21,6 +21,13 @@ _FIXED = struct.Struct("<4sBBB")      # magic, version, quantizer, mode
 _DIMS = struct.Struct("<IIQB")        # height, width, seed, number of streams
 
 
+def check_size(height, width):
+    """Raise CodecError unless height x width is within the version's limits."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise CodecError(f"unsupported image size {width}x{height} (limits: {MAX_SIDE} pixels "
+                         f"per side, {MAX_PIXELS / 1e6:.0f} megapixels)")
+
+
 @dataclass
 class Header:
     model: str
@@ -112,6 +119,5 @@ def parse_header(data):
     pos += 8
     if q >= len(QUANTIZERS) or mode >= len(MODES):
         raise CodecError("corrupted header (quantizer or mode)")
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
-        raise CodecError(f"unsupported image size {width}x{height}")
+    check_size(height, width)
     return Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths), pos
