@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Print the shipped models' cards as a markdown table (for the README)."""
+"""Print the shipped models' cards as a markdown table (for the README).
+
+Steps and wall time are totals over the warm-start chain (this run + the model it
+started from); steps/s = steps / wall time (on a CPU shared with other jobs).
+"""
 import os
 import sys
 
@@ -8,12 +12,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main():
     from uqcodec import zoo
-    print("| model | family | training | lambda | steps | train wall (min) | Kodak bpp | Kodak PSNR (dB) |")
-    print("|---|---|---|---|---|---|---|---|")
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    print("| model | training | lambda | steps (this run) | wall (min) | steps/s | warm start "
+          "| Kodak bpp | Kodak PSNR (dB) | UN+Q bpp / PSNR |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for c in zoo.list_models():
-        wall = f"{c['wall_seconds'] / 60:.0f}" if c.get("wall_seconds") else "-"
-        print(f"| {c['name']} | {c['arch']} | {c['training']} | {c['lambda']} | {c['steps']} | "
-              f"{wall} | {c['kodak_bpp']} | {c['kodak_psnr']} |")
+        wall = c.get("wall_seconds")
+        rate = c["steps"] / wall if wall else None
+        rq = (f"{c['kodak_round_bpp']:.4f} / {c['kodak_round_psnr']:.2f}"
+              if c.get("kodak_round_bpp") else "")
+        print(f"| {c['name']} | {c['training']} | {c['lambda']} | {c['steps']} "
+              f"({c.get('run_steps') or c['steps']}) | {f(wall and wall / 60, '.0f')} | "
+              f"{f(rate, '.2f')} | {os.path.basename(c.get('init_from') or '') or '-'} | {f(c.get('kodak_bpp'), '.4f')} | "
+              f"{f(c.get('kodak_psnr'), '.2f')} | {rq} |")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,27 @@ def test_version_is_checked():
 def test_size_limits():
     with pytest.raises(CodecError):
         container.unpack(container.pack(make(height=0), [b""]))
+
+
+def test_version_1_layout_still_reads():
+    """Version 1: no tile field, one-byte stream count; one tile covering the image."""
+    h = make(version=1, tile=0)
+    data = container.pack(h, [b"abcd", b"xy"])
+    assert data[4] == 1 and len(data) == 41 + 1 + 4 * 2 + 6
+    h2, streams = container.unpack(data)
+    assert (h2.version, h2.tile, h2.tiles, streams) == (1, 0, [(0, 0, 5, 7)], [b"abcd", b"xy"])
+    with pytest.raises(CodecError):
+        container.pack(make(version=1, tile=64), [b""])
+
+
+def test_tiles_and_stream_table():
+    h = make(height=130, width=200, tile=64)
+    assert len(h.tiles) == 3 * 4 and h.tiles[-1] == (128, 192, 2, 8)
+    data = container.pack(h, [b"ab"] * 24)  # 2 streams per tile
+    assert container.unpack(data)[0].tiles == h.tiles
+    for n in (23, 25, 12 * 9):  # not a multiple of the tiles, or > 8 per tile
+        with pytest.raises(CodecError, match="streams for 12 tiles"):
+            container.unpack(container.pack(h, [b""] * n))
+    for tile in (0, 32, 96 + 1, 4096):
+        with pytest.raises(CodecError, match="tile size"):
+            container.unpack(container.pack(make(tile=tile), [b""]))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from uqcodec import quantization as Q
-from uqcodec.train import alpha_at, lr_at
+from uqcodec.train import alpha_at, lr_at, run_fraction
 
 
 def test_soft_round_limits():
@@ -56,7 +56,13 @@ def test_dither_is_reproducible_and_uniform():
 
 
 def test_schedules():
-    assert lr_at(0, 100, 1e-3, 10, 0.5) == pytest.approx(1e-4)
-    assert lr_at(30, 100, 1e-3, 10, 0.5) == 1e-3
-    assert lr_at(99, 100, 1e-3, 10, 0.5) < 2e-5
-    assert alpha_at(0, 100, 1, 8, 1.0) == 1 and alpha_at(100, 100, 1, 8, 1.0) == 8
+    assert lr_at(0, 0.0, 1e-3, 10, 0.5) == pytest.approx(1e-4)
+    assert lr_at(30, 0.3, 1e-3, 10, 0.5) == 1e-3
+    assert lr_at(99, 0.99, 1e-3, 10, 0.5) < 2e-5
+    assert lr_at(50, 0.75, 1e-3, 10, 0.5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert alpha_at(0.0, 1, 8, 1.0) == 1 and alpha_at(1.0, 1, 8, 1.0) == 8
+    assert alpha_at(0.25, 1, 8, 0.5) == pytest.approx(4.5) and alpha_at(0.9, 1, 8, 0.5) == 8
+    # a time budget drives the schedule when it is further along than the step count
+    assert run_fraction(10, 100, 0.0) == 0.1
+    assert run_fraction(10, 100, 1800.0, minutes=60) == 0.5
+    assert run_fraction(200, 100, 0.0) == 1.0

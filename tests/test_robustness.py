@@ -1,5 +1,13 @@
-"""Damaged and hostile .uq files: an image of the header's size or a CodecError, nothing else."""
+"""Damaged and hostile .uq files: an image of the header's size or a CodecError, nothing else.
+
+The fuzzer (mutations, oracle) lives in scripts/fuzz.py; `python scripts/fuzz.py 20000`
+is the long run with hang detection in a worker process. Here 2,000 of its inputs run
+in-process.
+"""
+import importlib.util
+import os
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -7,64 +15,95 @@ import pytest
 
 import uqcodec
 from uqcodec import container
-from conftest import load
+from conftest import ROOT, load
+
+_spec = importlib.util.spec_from_file_location("fuzz", os.path.join(ROOT, "scripts", "fuzz.py"))
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
 
 
-def test_random_mutations_are_rejected(family):
-    data = uqcodec.compress(load("kodim15_odd.png"), model=family, seed=1)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        bad = bytearray(data)
-        kind = rng.integers(4)
-        if kind == 0:
-            i = rng.integers(len(bad))
-            bad[i] ^= 1 << rng.integers(8)
-        elif kind == 1:
-            bad = bad[:rng.integers(len(bad))]
-        elif kind == 2:
-            bad += bytes(rng.integers(0, 256, rng.integers(1, 50), dtype=np.uint8))
-        else:
-            i = rng.integers(len(bad))
-            bad[i] = rng.integers(256)
-        if bytes(bad) == data:
-            continue
-        with pytest.raises(uqcodec.CodecError):
-            uqcodec.decompress(bytes(bad))
+@pytest.fixture(scope="module")
+def bases():
+    return fuzz.base_files()
 
 
-def test_garbage_streams_with_valid_crcs(family):
-    """Random payloads that pass the CRCs reach the entropy decoder: it must not crash."""
-    data = uqcodec.compress(load("kodim15_odd.png"), model=family, seed=1)
-    header, streams = container.unpack(data)
-    rng = np.random.default_rng(1)
-    for trial in range(12):
-        new = [bytes(rng.integers(0, 256, 4 * rng.integers(0, 40), dtype=np.uint8))
-               for _ in streams[:-1]]
-        new.append(bytes(rng.integers(0, 256, rng.integers(0, 30), dtype=np.uint8)))
+def test_fuzzed_files_decode_or_raise_codec_error(bases):
+    n, outcomes, slowest = 2000, {}, 0.0
+    kinds = set()
+    for i in range(n):
+        kind, name, data = fuzz.mutate(bases, 2020, i)
+        t = time.perf_counter()
         try:
-            out = uqcodec.decompress(container.pack(header, new))
-        except uqcodec.CodecError:
-            continue
-        assert out.shape[:2] == (header.height, header.width)
+            outcome = fuzz.check(data)  # AssertionError / anything else fails the test
+        except Exception as e:
+            raise AssertionError(f"input {i} ({name}, {kind}): {type(e).__name__}: {e}") from e
+        slowest = max(slowest, time.perf_counter() - t)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        kinds.add((kind, name.split("/")[0].split("-")[0]))
+    assert outcomes["codec_error"] > n // 2
+    assert outcomes["decoded"] > 50  # mutations with valid CRCs do reach the decoders
+    assert {k for k, _ in kinds} == set(fuzz.KINDS) and {a for _, a in kinds} == {
+        "hyperprior", "linear"}
+    assert slowest < 30, f"slowest input took {slowest:.1f} s"
 
 
-def test_extreme_header_values(family):
+def _with_field(data, field, value):
+    """Set a version-2 header field (offsets: docs/format.md) and fix the header CRC."""
+    fields, hcrc_at = fuzz._layout(data)
+    off, fmt = fields[field]
+    raw = bytearray(data)
+    struct.pack_into("<" + fmt, raw, off, value)
+    struct.pack_into("<I", raw, hcrc_at, zlib.crc32(bytes(raw[:hcrc_at])))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("height", 2 ** 32 - 1), ("width", 0), ("height", 2 ** 16 + 1), ("tile", 0), ("tile", 65),
+    ("tile", 2 ** 32 - 1), ("tile", 4096), ("nstreams", 2 ** 32 - 1), ("nstreams", 0),
+    ("height", 65536), ("len0", 2 ** 32 - 1)])
+def test_extreme_header_values_fail_fast(family, field, value):
+    data = uqcodec.compress(load("kodim15_odd.png"), model=family, seed=1)
+    t = time.perf_counter()
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.decompress(_with_field(data, field, value))
+    assert time.perf_counter() - t < 5  # rejected from the header, before any allocation
+
+
+def test_size_limits_follow_the_tiles(family):
+    """A header may claim a huge image only with a stream table for every tile, so the
+    file length bounds the work; huge tiles are refused outright."""
     data = uqcodec.compress(load("kodim15_odd.png"), model=family, seed=1)
     h, streams = container.unpack(data)
-    for field, value in (("height", 2 ** 32 - 1), ("width", 0), ("height", 2 ** 16 + 1)):
-        raw = bytearray(container.pack(h, streams))
-        # write the extreme value into the packed header (offsets: docs/format.md), fix the CRC
-        n = len(h.model.encode())
-        off = 16 + n if field == "height" else 20 + n
-        struct.pack_into("<I", raw, off, value)
-        hlen = 33 + n + 4 * len(streams)
-        struct.pack_into("<I", raw, hlen, zlib.crc32(bytes(raw[:hlen])))
-        with pytest.raises(uqcodec.CodecError):
-            uqcodec.decompress(bytes(raw))
-    # a valid header with a mismatched size decodes to that size or fails cleanly
+    h.height, h.width = 6000, 8000   # 48 tiles of 1024, but one tile's streams
+    with pytest.raises(uqcodec.CodecError, match="streams for 48 tiles"):
+        uqcodec.decompress(container.pack(h, streams))
+    with pytest.raises(uqcodec.CodecError, match="unsupported image size"):
+        container.check_size(1 << 16, 1 << 12)
+    container.check_size(6000, 8000)
+
+
+def test_mismatched_size_decodes_to_header_size_or_fails(family):
+    data = uqcodec.compress(load("kodim15_odd.png"), model=family, seed=1)
+    h, streams = container.unpack(data)
     h.height, h.width = 300, 400
     try:
         out = uqcodec.decompress(container.pack(h, streams))
         assert out.shape[:2] == (300, 400)
     except uqcodec.CodecError:
         pass
+
+
+def test_garbage_latents_do_not_blow_up_memory():
+    """A file with valid CRCs whose hyper-latent escapes are huge: the Gaussian tables
+    are built in bounded chunks whatever the decoded scales are."""
+    data = uqcodec.compress(load("kodim05_crop.png"), model="hyperprior-sr-0.01", seed=1)
+    h, streams = container.unpack(data)
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        z = rng.integers(0, 256, 4 * 64, dtype=np.uint8).tobytes()
+        esc = b"\xff\xff\xff\xff\x7f" * 400
+        try:
+            out = uqcodec.decompress(container.pack(h, [z, streams[1], esc]))
+            assert out.shape[:2] == (h.height, h.width)
+        except uqcodec.CodecError:
+            pass

@@ -50,3 +50,32 @@ def test_warm_start(tmp_path):
     state = train.train("linear", "sr", 0.02, str(tmp_path / "b"), steps=2,
                         init_from=str(tmp_path / "A"), **kw)
     assert state["M"] == 24 and state["init_from"].endswith("A")
+
+
+def test_low_variance_gradient_is_the_expected_gradient():
+    """Soft rounding: same values with and without the low-variance gradient, and its
+    gradient equals the average of the plain gradient over the noise (Monte Carlo)."""
+    from uqcodec import _tf, priors
+    from uqcodec.model import noisy_latent
+    tf, _ = _tf.load()
+    y0 = np.array([-1.3, -0.45, 0.1, 0.5, 0.8, 2.2], np.float64)
+    mean, scale, alpha = 0.3, 1.7, tf.constant(3.0, tf.float64)
+
+    def prob(lo, hi):
+        return priors.gaussian_bin_prob(lo, hi, tf.constant(mean, tf.float64),
+                                        tf.constant(scale, tf.float64))
+
+    def grad(low_variance, reps, seed):
+        y = tf.Variable(np.tile(y0, (reps, 1)))
+        tf.random.set_seed(seed)
+        with tf.GradientTape() as tape:
+            dec, bits = noisy_latent(y, prob, alpha, low_variance=low_variance)
+            loss = bits + tf.reduce_sum(dec)
+        return dec.numpy(), bits.numpy(), tape.gradient(loss, y).numpy().mean(axis=0)
+
+    dec_a, bits_a, g_low = grad(True, 1, 7)
+    dec_b, bits_b, _ = grad(False, 1, 7)
+    np.testing.assert_allclose(dec_a, dec_b, atol=1e-12)
+    np.testing.assert_allclose(bits_a, bits_b, rtol=1e-12)
+    _, _, g_mc = grad(False, 200_000, 1)
+    np.testing.assert_allclose(g_low, g_mc, rtol=0.03, atol=0.02)

@@ -16,7 +16,7 @@ def _model_dir(model=None, quality=None):
 
 
 def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=None,
-                       reconstruct=False, warn=None):
+                       reconstruct=False, warn=None, tile=None):
     """Like ``compress`` but returns (bytes, info); info holds the model's rate in bits,
     warnings and, with ``reconstruct``, the encoder-side reconstruction."""
     from . import codec
@@ -26,23 +26,26 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
         seed = int.from_bytes(os.urandom(8), "little")
     if not 0 <= int(seed) <= MAX_SEED:
         raise CodecError("seed must be an integer in [0, 2^64)")
+    tile = container.DEFAULT_TILE if tile is None else int(tile)
+    container.check_tile(tile)
     rgb, mode, notes = imageio.read_image(image)
     container.check_size(*rgb.shape[:2])
     c = codec.load(_model_dir(model, quality))
-    data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct)
+    data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile)
     info["warnings"] = notes
     info["model"] = c.name
     return data, info
 
 
-def compress(image, model=None, seed=None, quantizer="uq", quality=None):
+def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=None):
     """Compress an image (path, or HxWx3 / HxW uint8 array) to .uq bytes.
 
     ``model``: shipped model name or model directory (default: the middle of the
     default ladder); ``seed``: 64-bit dither seed (default: fresh from os.urandom);
-    ``quantizer``: "uq" (universal quantization) or "round".
+    ``quantizer``: "uq" (universal quantization) or "round"; ``tile``: tile size in
+    pixels (default 1024; a multiple of 64, at most 2048), tiles are coded independently.
     """
-    data, info = compress_with_info(image, model, seed, quantizer, quality)
+    data, info = compress_with_info(image, model, seed, quantizer, quality, tile=tile)
     for n in info["warnings"]:
         print(f"uqcodec: warning: {n}", file=sys.stderr)
     return data

@@ -1,4 +1,4 @@
-"""Command-line interface: compress, decompress, info, models, train."""
+"""Command-line interface: compress, decompress, info, models, train, eval."""
 import json
 import os
 import sys
@@ -56,26 +56,44 @@ def main():
       uqcodec decompress photo.uq -o out.png
       uqcodec info photo.uq
       uqcodec models
+      uqcodec eval kodak/ --out results/kodak
     """
 
 
 @main.command()
-@click.argument("image", type=click.Path(dir_okay=True))
-@click.option("-o", "--output", type=click.Path(), help="Output file (default: IMAGE with .uq).")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (default: IMAGE with .uq); only with a single IMAGE.")
 @click.option("--model", "model", metavar="NAME|DIR", help="Shipped model name or model directory.")
 @click.option("-q", "--quality", type=int, help="1..N: default-family model from low to high rate.")
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1),
               help="64-bit dither seed (default: fresh random).")
 @click.option("--quantizer", type=click.Choice(["uq", "round"]), default="uq", show_default=True,
               help="uq: universal quantization (no train/test mismatch); round: plain rounding.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-def compress(image, output, model, quality, seed, quantizer, force):
-    """Compress IMAGE (PNG, JPEG, anything Pillow reads) to a .uq file."""
-    from . import api, imageio
+@click.option("--tile", type=int, default=1024, show_default=True,
+              help="Tile size in pixels (multiple of 64, 64..2048); tiles are coded "
+                   "independently, so memory does not grow with the image.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64),
+              help="Worker processes for several files (default: 2, or 1 on one CPU).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+def compress(images, output, model, quality, seed, quantizer, tile, jobs, force):
+    """Compress IMAGES (PNG, JPEG, anything Pillow reads; or directories of them) to .uq files.
+
+    Several files are coded in parallel; a bad file is reported at the end and
+    does not stop the others (exit code 1 if any failed)."""
+    from . import api, batch, imageio
+    files, had_dir = batch.expand(images, batch.IMAGE_EXTS)
+    opts = dict(model=model, seed=seed, quantizer=quantizer, quality=quality, tile=tile)
+    if len(files) != 1 or had_dir:
+        if output:
+            raise CodecError("-o/--output is only valid with a single input file")
+        _batch("compress", [(f, os.path.splitext(f)[0] + ".uq", opts) for f in files], jobs,
+               force)
+        return
+    image = files[0]
     out = output or os.path.splitext(image)[0] + ".uq"
     _check_output(out, force)
-    data, info = api.compress_with_info(image, model=model, seed=seed, quantizer=quantizer,
-                                        quality=quality)
+    data, info = api.compress_with_info(image, **opts)
     for n in info["warnings"]:
         click.echo(f"uqcodec: warning: {image}: {n}", err=True)
     imageio.atomic_write(out, data)
@@ -84,15 +102,44 @@ def compress(image, output, model, quality, seed, quantizer, force):
                f"({info['model']}, {quantizer})")
 
 
+def _batch(kind, jobs, n_jobs, force):
+    """Run a batch; one line per failure at the end, exit code 1 if any failed."""
+    from . import batch
+    if not jobs:
+        raise CodecError("no input files")
+    failures = batch.run(kind, jobs, n_jobs, check_output=lambda out: _check_output(out, force))
+    done = len(jobs) - len(failures)
+    click.echo(f"{kind}ed {done} of {len(jobs)} files" + (f", {len(failures)} failed"
+                                                          if failures else ""))
+    for src, msg in failures:
+        click.echo(f"uqcodec: error: {batch.message(src, msg)}", err=True)
+    if failures:
+        sys.exit(1)
+
+
 @main.command()
-@click.argument("file", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="Output PNG (default: FILE with .png).")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(),
+              help="Output PNG (default: FILE with .png); only with a single FILE.")
 @click.option("--model", "model", metavar="NAME|DIR",
               help="Model directory, for files made with a model that is not shipped.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-def decompress(file, output, model, force):
-    """Decompress a .uq FILE to PNG."""
-    from . import api, imageio
+@click.option("-j", "--jobs", type=click.IntRange(1, 64),
+              help="Worker processes for several files (default: 2, or 1 on one CPU).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+def decompress(files, output, model, jobs, force):
+    """Decompress .uq FILES (or directories of them) to PNG.
+
+    Several files are decoded in parallel; a bad file is reported at the end and
+    does not stop the others (exit code 1 if any failed)."""
+    from . import api, batch, imageio
+    paths, had_dir = batch.expand(files, batch.UQ_EXTS)
+    if len(paths) != 1 or had_dir:
+        if output:
+            raise CodecError("-o/--output is only valid with a single input file")
+        _batch("decompress", [(f, os.path.splitext(f)[0] + ".png", dict(model=model))
+                              for f in paths], jobs, force)
+        return
+    file = paths[0]
     out = output or os.path.splitext(file)[0] + ".png"
     _check_output(out, force)
     data = _read(file)
@@ -127,8 +174,8 @@ def info(file, as_json):
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    for k in ("version", "model", "fingerprint", "quantizer", "width", "height", "mode", "seed",
-              "stream_lengths", "file_bytes", "bpp"):
+    for k in ("version", "model", "fingerprint", "quantizer", "width", "height", "tile", "mode",
+              "seed", "stream_lengths", "file_bytes", "bpp"):
         click.echo(f"{k:15s} {d[k]}")
 
 
@@ -174,7 +221,13 @@ def models(as_json):
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
 @click.option("--warmup", type=int, default=1000, show_default=True, help="Warm-up steps.")
 @click.option("--alpha", default="1:8", show_default=True,
-              help="Soft-rounding alpha START:END, ramped linearly (sr mode).")
+              help="Soft-rounding alpha START:END, ramped linearly over the run (sr mode).")
+@click.option("--alpha-r", default=None, metavar="START:END",
+              help="Separate alpha for the decoder's r_alpha (default: same as --alpha).")
+@click.option("--low-variance/--no-low-variance", default=True, show_default=True,
+              help="sr: gradients with the expectation over the noise (Agustsson & Theis).")
+@click.option("--minutes", type=float, default=None,
+              help="Wall-time budget: schedules follow elapsed time; stops at the budget.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False),
               help="Warm start from a model directory.")
 @click.option("--resume", is_flag=True, help="Resume from the checkpoint in --out.")
@@ -185,22 +238,72 @@ def models(as_json):
               help="Checkpoints and logs (default: runs/<name of --out>).")
 @click.option("--N", "n", type=int, help="Hyperprior: transform channels.")
 @click.option("--M", "m", type=int, help="Latent channels.")
-def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, init_from, resume,
-          seed, bf16, run_dir, n, m):
-    """Train a model and export it (with Kodak numbers when ../shared is present)."""
+def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, alpha_r,
+          low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m):
+    """Train a model and export it (with Kodak numbers when ../shared is present).
+
+    Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
+    warm-up, constant, cosine decay to 1/100 over the last 40% of the run.
+    """
     from . import train as T
-    try:
-        a0, a1 = (float(v) for v in alpha.split(":"))
-    except ValueError:
-        raise CodecError("--alpha must be START:END, e.g. 1:8") from None
+
+    def pair(text, name):
+        try:
+            a, b = (float(v) for v in text.split(":"))
+            return a, b
+        except ValueError:
+            raise CodecError(f"{name} must be START:END, e.g. 1:8") from None
+    a0, a1 = pair(alpha, "--alpha")
+    ar = pair(alpha_r, "--alpha-r") if alpha_r else None
     args = {k: v for k, v in (("N", n), ("M", m)) if v}
     run = run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)))
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
-            warmup=warmup, alpha=(a0, a1), init_from=init_from, resume=resume, seed=seed,
+            warmup=warmup, alpha=(a0, a1), alpha_r=ar, low_variance=low_variance,
+            minutes=minutes, init_from=init_from, resume=resume, seed=seed,
             bf16=bf16, model_args=args, export=False)
     from .export import export_model
     card = export_model(run, out)
     click.echo(f"exported {out}: kodak bpp {card.get('kodak_bpp')} PSNR {card.get('kodak_psnr')}")
+
+
+@main.command("eval")
+@click.argument("folder", metavar="DIR", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="Output folder (created): per_image.csv, summary.json, rd.png, bdrate.csv "
+                   "and, with --paper, paper.md.")
+@click.option("--models", default="all", show_default=True, metavar="all|none|NAME,...",
+              help="Models to measure (names or model directories), all shipped ones, or none.")
+@click.option("--baselines", default="jpeg,webp,avif,jxl", show_default=True,
+              metavar="jpeg,webp,avif,jxl|none",
+              help="Classic codecs measured in the same run at a quality sweep; one that "
+                   "cannot run here is skipped with a warning.")
+@click.option("--paper", is_flag=True,
+              help="Also decode the 'un' models with rounding (UN+Q) and write paper.md: "
+                   "BD-rates of UN+UQ and UN+UQ+SR against UN+Q per family.")
+@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=1, show_default=True,
+              help="Dither seed of the first image (image i uses SEED+i).")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N images of DIR.")
+@click.option("--anchors", type=click.Path(), metavar="CSV|none",
+              help="Published curves (codec,source,bpp,psnr_rgb_db); default "
+                   "../shared/anchors/kodak_published_rd.csv, skipped if absent.")
+@click.option("-f", "--force", is_flag=True,
+              help="Overwrite the result files of an earlier run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_(folder, out, models, baselines, paper, seed, limit, anchors, force, quiet):
+    """Rate-distortion evaluation of models and classic codecs on the images in DIR.
+
+    Every image is compressed to real bytes and decoded; bpp (file size incl. header),
+    PSNR and MS-SSIM on 8-bit RGB and encode/decode times are recorded. Results are
+    written only when the whole run succeeds; an --out that already holds results is
+    refused without --force.
+    """
+    from . import evaluate
+    s = evaluate.run(folder, out, models=models, baselines=baselines, paper=paper,
+                     force=force, seed=seed, limit=limit, anchors=anchors,
+                     progress=not quiet,
+                     warn=lambda m: click.echo(f"uqcodec: warning: {m}", err=True))
+    click.echo(f"{out}: {len(s['images'])} images, {len(s['curves'])} curves, "
+               f"{s['wall_seconds']:.0f} s")
 
 
 def run():

@@ -13,8 +13,10 @@ reproduces the encoder's reconstruction bit for bit:
 4. synthesis, crop, clip, round to 8 bits.
 """
 import atexit
+import contextlib
 import gc
 import os
+import signal
 import threading
 import time
 
@@ -39,8 +41,26 @@ def load(path):
     path = os.path.abspath(path)
     with _lock:
         if path not in _cache:
-            _cache[path] = Codec(path)
+            with _interrupt_deferred():
+                _cache[path] = Codec(path)
         return _cache[path]
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Hold Ctrl-C while a model is built (Keras can swallow it mid-build and leave
+    a half-built model behind); raise KeyboardInterrupt once the build is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
 
 
 class Codec:
@@ -62,6 +82,7 @@ class Codec:
         self.model.load_weights_npz(wbytes)
         self.arch = self.model.arch
         self.alpha = self.card.get("alpha") if self.card.get("training") == "sr" else None
+        self.alpha_r = self.card.get("alpha_r") or self.alpha  # r_alpha of the decoder input
         self.factorized = entropy.FactorizedCoder(tables)
         self.gaussian = entropy.GaussianCoder(self.alpha)
         from .model import pad_multiple
@@ -83,7 +104,7 @@ class Codec:
         return Q.soft_round(x, self.alpha)
 
     def _dec_input(self, v):
-        return Q.soft_round_conditional_mean(v, self.alpha)
+        return Q.soft_round_conditional_mean(v, self.alpha_r)
 
     def _run(self, fn, x):
         t = time.perf_counter()
@@ -107,22 +128,57 @@ class Codec:
 
     def _synthesize(self, y_dec, height, width):
         x = self._run(self._synthesis, y_dec)[:height, :width]
+        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)  # garbage in, no warnings out
         return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
     # --- encode ----------------------------------------------------------------
-    def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False):
+    def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False,
+               tile=container.DEFAULT_TILE, version=container.VERSION):
         """HxWx3 uint8 -> (file bytes, info). info has the model's rate in bits
         (sum of -log2 P(k|u) with unsnapped parameters) and, when asked, the
-        encoder-side reconstruction."""
+        encoder-side reconstruction.
+
+        The image is coded in independent ``tile`` x ``tile`` tiles (row-major), each
+        with its own dither (``Dither(seed, index)``) and its own streams, so memory
+        is bounded by the tile size. ``version=1`` writes a version-1 file (one tile
+        covering the image; only for regenerating test files)."""
+        h, w = rgb.shape[:2]
+        if version == 1:
+            tile = 0
+            container.check_size(h, w, 1)
+        else:
+            container.check_tile(tile)
+            if tile % self.multiple:
+                raise CodecError(f"tile size must be a multiple of {self.multiple} for "
+                                 f"model {self.name}")
+            container.check_size(h, w)
+        streams = []
+        rate = 0.0
+        recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
+        for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
+            s, bits, r = self._encode_tile(rgb[t:t + th, l:l + tw], Q.Dither(seed, i),
+                                           quantizer, reconstruct)
+            streams += s
+            rate += bits
+            if reconstruct:
+                recon[t:t + th, l:l + tw] = r
+        header = container.Header(self.name, self.fingerprint, quantizer, h, w, mode,
+                                  int(seed), [len(s) for s in streams], tile, version)
+        info = {"rate_bits": rate, "tiles": container.tile_count(h, w, tile)}
+        if reconstruct:
+            info["reconstruction"] = recon
+        return container.pack(header, streams), info
+
+    def _encode_tile(self, rgb, dither, quantizer, reconstruct):
+        """One tile -> (streams, rate in bits, reconstruction or None)."""
         h, w = rgb.shape[:2]
         m = self.multiple
         H, W = -(-h // m) * m, -(-w // m) * m
         x = np.pad(rgb, ((0, H - h), (0, W - w), (0, 0)), mode="edge").astype(np.float64) / 255.0
         y = self._run(self._analysis, x)
-        dither = Q.Dither(seed)
+        del x
         esc = entropy.EscapeWriter()
         streams = []
-        info = {}
         if self.arch == "hyperprior":
             z = self._run(self._hyper_analysis, y)
             z_dec, kz, rows_z, zstream = self._encode_factorized(z, dither, quantizer, esc)
@@ -131,18 +187,13 @@ class Codec:
             y_dec, ystream, rate_y = self._encode_gaussian(y, mean, log_scale, dither,
                                                            quantizer, esc)
             streams.append(ystream)
-            info["rate_bits"] = rate_y + self.factorized.bits(kz, rows_z)
+            rate = rate_y + self.factorized.bits(kz, rows_z)
         else:
             y_dec, ky, rows_y, ystream = self._encode_factorized(y, dither, quantizer, esc)
             streams.append(ystream)
-            info["rate_bits"] = self.factorized.bits(ky, rows_y)
+            rate = self.factorized.bits(ky, rows_y)
         streams.append(bytes(esc.buf))
-        header = container.Header(self.name, self.fingerprint, quantizer, h, w, mode,
-                                  int(seed), [len(s) for s in streams])
-        data = container.pack(header, streams)
-        if reconstruct:
-            info["reconstruction"] = self._synthesize(y_dec, h, w)
-        return data, info
+        return streams, rate, self._synthesize(y_dec, h, w) if reconstruct else None
 
     def _encode_factorized(self, t, dither, quantizer, esc):
         if quantizer == "uq":
@@ -180,30 +231,44 @@ class Codec:
 
     # --- decode ----------------------------------------------------------------
     def decode(self, header, streams):
-        """Header + streams -> HxWx3 uint8."""
+        """Header + streams -> HxWx3 uint8, tile by tile."""
         if header.fingerprint != self.fingerprint:
             raise CodecError(f"file was made with different weights for model {self.name!r} "
                              f"(fingerprint {header.fingerprint}, installed {self.fingerprint})")
-        yshape, zshape = self.latent_shape(header.height, header.width)
-        expected = 3 if self.arch == "hyperprior" else 2
-        if len(streams) != expected:
+        tiles = header.tiles
+        per_tile = 3 if self.arch == "hyperprior" else 2
+        if len(streams) != per_tile * len(tiles):
             raise CodecError("corrupted file (wrong number of streams)")
-        dither = Q.Dither(header.seed)
+        if header.tile % self.multiple:
+            raise CodecError(f"corrupted file (tile size {header.tile} is not a multiple of "
+                             f"{self.multiple})")
+        out = np.empty((header.height, header.width, 3), np.uint8)
+        for i, (t, l, th, tw) in enumerate(tiles):
+            out[t:t + th, l:l + tw] = self._decode_tile(
+                streams[per_tile * i:per_tile * (i + 1)], th, tw, Q.Dither(header.seed, i),
+                header.quantizer)
+        return out
+
+    def _decode_tile(self, streams, height, width, dither, quantizer):
+        yshape, zshape = self.latent_shape(height, width)
         esc = entropy.EscapeReader(streams[-1])
         try:
             if self.arch == "hyperprior":
-                z_dec = self._decode_factorized(streams[0], zshape, dither, header.quantizer, esc)
+                z_dec = self._decode_factorized(streams[0], zshape, dither, quantizer, esc)
                 mean, log_scale = self._hyper(z_dec)
-                mean_q, c, u = self._gauss_params(mean, header.quantizer, dither, yshape)
+                if not (np.isfinite(mean).all() and np.isfinite(log_scale).all()):
+                    raise ValueError("non-finite hyper-synthesis output")
+                mean_q, c, u = self._gauss_params(mean, quantizer, dither, yshape)
                 idx = entropy.snap_scale_index(log_scale).ravel()
                 dec = entropy.new_decoder(streams[1])
                 d = self.gaussian.decode(dec, mean_q, idx, c, u, esc)
                 y_dec = self._dec_input(c + d + u).reshape(yshape)
             else:
-                y_dec = self._decode_factorized(streams[0], yshape, dither, header.quantizer, esc)
-        except (ValueError, KeyError, RuntimeError, OverflowError, AssertionError) as e:
+                y_dec = self._decode_factorized(streams[0], yshape, dither, quantizer, esc)
+        except (ValueError, KeyError, RuntimeError, OverflowError, AssertionError,
+                IndexError) as e:
             raise CodecError(f"corrupted file (entropy decoding failed: {e})") from None
-        return self._synthesize(y_dec, header.height, header.width)
+        return self._synthesize(y_dec, height, width)
 
     def _decode_factorized(self, data, shape, dither, quantizer, esc):
         if quantizer == "uq":

@@ -3,6 +3,9 @@
 Everything the decoder needs besides the model weights is in the header. All
 header values are validated against limits and the file length before the
 decoder allocates anything.
+
+Version 2 codes the image in independent square tiles (tile size in the header);
+version 1 files (one tile covering the whole image) are still read.
 """
 import struct
 import zlib
@@ -11,21 +14,50 @@ from dataclasses import dataclass, field, asdict
 from .errors import CodecError
 
 MAGIC = b"UQC\x89"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 QUANTIZERS = ("uq", "round")
 MODES = ("RGB", "L", "RGBA", "P", "LA", "I;16", "I", "F", "CMYK", "YCbCr", "1", "other")
 MAX_SIDE = 1 << 16          # pixels per side
-MAX_PIXELS = 1 << 26        # 67 megapixels: whole-image coding (no tiling in version 1)
-MAX_STREAMS = 8
+MAX_PIXELS = 1 << 27        # 134 megapixels (tiled: memory is bounded by the tile size)
+MAX_PIXELS_V1 = 1 << 26     # version 1 coded the whole image at once
+TILE_MULTIPLE = 64          # tile sizes are multiples of this (the hyperprior's padding)
+MIN_TILE, MAX_TILE = 64, 2048
+DEFAULT_TILE = 1024
+MAX_STREAMS = 8             # per tile
 _FIXED = struct.Struct("<4sBBB")      # magic, version, quantizer, mode
-_DIMS = struct.Struct("<IIQB")        # height, width, seed, number of streams
+_DIMS_V1 = struct.Struct("<IIQB")     # height, width, seed, number of streams
+_DIMS = struct.Struct("<IIQII")       # height, width, seed, tile size, number of streams
 
 
-def check_size(height, width):
+def check_size(height, width, version=VERSION):
     """Raise CodecError unless height x width is within the version's limits."""
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+    limit = MAX_PIXELS if version >= 2 else MAX_PIXELS_V1
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > limit:
         raise CodecError(f"unsupported image size {width}x{height} (limits: {MAX_SIDE} pixels "
-                         f"per side, {MAX_PIXELS / 1e6:.0f} megapixels)")
+                         f"per side, {limit / 1e6:.0f} megapixels)")
+
+
+def check_tile(tile):
+    """Raise CodecError unless ``tile`` is a valid version-2 tile size."""
+    if not (MIN_TILE <= tile <= MAX_TILE and tile % TILE_MULTIPLE == 0):
+        raise CodecError(f"unsupported tile size {tile} (a multiple of {TILE_MULTIPLE} "
+                         f"from {MIN_TILE} to {MAX_TILE})")
+
+
+def tile_grid(height, width, tile):
+    """Tiles in coding order (row-major): list of (top, left, height, width).
+    ``tile`` 0 means one tile covering the image (version 1)."""
+    if not tile:
+        return [(0, 0, height, width)]
+    return [(t, l, min(tile, height - t), min(tile, width - l))
+            for t in range(0, height, tile) for l in range(0, width, tile)]
+
+
+def tile_count(height, width, tile):
+    if not tile:
+        return 1
+    return (-(-height // tile)) * (-(-width // tile))
 
 
 @dataclass
@@ -38,27 +70,37 @@ class Header:
     mode: str                 # original image mode
     seed: int
     stream_lengths: list = field(default_factory=list)
+    tile: int = DEFAULT_TILE  # tile size; 0 = one tile covering the image (version 1)
+    version: int = VERSION
 
     def as_dict(self):
-        d = asdict(self)
-        d["version"] = VERSION
-        return d
+        return asdict(self)
+
+    @property
+    def tiles(self):
+        return tile_grid(self.height, self.width, self.tile)
 
 
 def pack(header, streams):
-    """Header + streams -> bytes."""
+    """Header + streams -> bytes (in ``header.version``: 2, or 1 for a single tile)."""
     name = header.model.encode("utf-8")
     if not 0 < len(name) < 256:
         raise CodecError("model name must be 1..255 bytes")
     if header.quantizer not in QUANTIZERS:
         raise CodecError(f"unknown quantizer {header.quantizer!r}")
+    if header.version not in READABLE_VERSIONS:
+        raise CodecError(f"cannot write .uq format version {header.version}")
     mode = header.mode if header.mode in MODES else "other"
-    out = bytearray(_FIXED.pack(MAGIC, VERSION, QUANTIZERS.index(header.quantizer),
+    out = bytearray(_FIXED.pack(MAGIC, header.version, QUANTIZERS.index(header.quantizer),
                                 MODES.index(mode)))
     out += bytes([len(name)]) + name + bytes.fromhex(header.fingerprint)
-    out += _DIMS.pack(header.height, header.width, header.seed, len(streams))
-    for s in streams:
-        out += struct.pack("<I", len(s))
+    if header.version == 1:
+        if header.tile or len(streams) > MAX_STREAMS:
+            raise CodecError("version 1 files hold a single tile")
+        out += _DIMS_V1.pack(header.height, header.width, header.seed, len(streams))
+    else:
+        out += _DIMS.pack(header.height, header.width, header.seed, header.tile, len(streams))
+    out += struct.pack(f"<{len(streams)}I", *(len(s) for s in streams))
     payload = b"".join(streams)
     out += struct.pack("<I", zlib.crc32(bytes(out)))
     out += struct.pack("<I", zlib.crc32(payload))
@@ -68,7 +110,7 @@ def pack(header, streams):
 def unpack(data):
     """bytes -> (Header, [stream bytes]); raises CodecError for anything malformed."""
     header, offset = parse_header(data)
-    payload = data[offset:]
+    payload = memoryview(data)[offset:]
     if len(payload) != sum(header.stream_lengths):
         raise CodecError("file is truncated or has trailing data "
                          f"({len(payload)} payload bytes, header says {sum(header.stream_lengths)})")
@@ -77,7 +119,7 @@ def unpack(data):
         raise CodecError("file is corrupted (payload CRC mismatch)")
     streams, pos = [], 0
     for n in header.stream_lengths:
-        streams.append(payload[pos:pos + n])
+        streams.append(bytes(payload[pos:pos + n]))
         pos += n
     return header, streams
 
@@ -90,14 +132,16 @@ def parse_header(data):
     if len(data) < _FIXED.size:
         raise CodecError("file is truncated (header)")
     _, version, q, mode = _FIXED.unpack_from(data, 0)
-    if version != VERSION:
-        raise CodecError(f"unsupported .uq format version {version} (this uqcodec reads {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise CodecError(f"unsupported .uq format version {version} (this uqcodec reads "
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))})")
+    dims = _DIMS if version >= 2 else _DIMS_V1
     pos = _FIXED.size
     if len(data) < pos + 1:
         raise CodecError("file is truncated (header)")
     n = data[pos]
     pos += 1
-    need = pos + n + 8 + _DIMS.size
+    need = pos + n + 8 + dims.size
     if n == 0 or len(data) < need:
         raise CodecError("file is truncated (header)")
     try:
@@ -107,17 +151,26 @@ def parse_header(data):
     pos += n
     fp = data[pos:pos + 8].hex()
     pos += 8
-    height, width, seed, nstreams = _DIMS.unpack_from(data, pos)
-    pos += _DIMS.size
-    if nstreams > MAX_STREAMS or len(data) < pos + 4 * nstreams + 8:
+    if version >= 2:
+        height, width, seed, tile, nstreams = dims.unpack_from(data, pos)
+    else:
+        (height, width, seed, nstreams), tile = dims.unpack_from(data, pos), 0
+    pos += dims.size
+    # The stream table must fit in the file before we read (or allocate) it.
+    if nstreams > (len(data) - pos - 8) // 4:
         raise CodecError("file is truncated or corrupted (stream table)")
-    lengths = list(struct.unpack_from(f"<{nstreams}I", data, pos))
-    pos += 4 * nstreams
-    hcrc = struct.unpack_from("<I", data, pos)[0]
-    if zlib.crc32(data[:pos]) != hcrc:
+    table_end = pos + 4 * nstreams
+    hcrc = struct.unpack_from("<I", data, table_end)[0]
+    if zlib.crc32(memoryview(data)[:table_end]) != hcrc:
         raise CodecError("file is corrupted (header CRC mismatch)")
-    pos += 8
     if q >= len(QUANTIZERS) or mode >= len(MODES):
         raise CodecError("corrupted header (quantizer or mode)")
-    check_size(height, width)
-    return Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths), pos
+    check_size(height, width, version)
+    if version >= 2:
+        check_tile(tile)
+    ntiles = tile_count(height, width, tile)
+    if nstreams == 0 or nstreams % ntiles or nstreams // ntiles > MAX_STREAMS:
+        raise CodecError(f"corrupted header ({nstreams} streams for {ntiles} tiles)")
+    lengths = list(struct.unpack_from(f"<{nstreams}I", data, pos))
+    return Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths, tile,
+                  version), table_end + 8

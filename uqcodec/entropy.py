@@ -230,6 +230,18 @@ class GaussianCoder:
     def _window(self, idx):
         return int(math.ceil(6.0 * SCALES[idx] + 2.0))
 
+    def _groups(self, idx, max_entries=1 << 20):
+        """(scale index, window, element indices) in coding order: groups by increasing
+        scale index, elements in order; large groups come in consecutive chunks (the
+        range coder's output does not depend on the chunking) so that the tables in
+        memory stay small whatever the scales are."""
+        for i in np.unique(idx):
+            sel = np.nonzero(idx == i)[0]
+            W = self._window(i)
+            step = max(1, max_entries // (2 * W + 1))
+            for j in range(0, len(sel), step):
+                yield i, W, sel[j:j + step]
+
     def _tables(self, mean, idx, c, u, W):
         """Rows of P(d) for d = -W..W (end bins hold the tails), soft-rounding edges.
 
@@ -254,9 +266,7 @@ class GaussianCoder:
             d = _clip_escape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
             encoder.encode(d.astype(np.int32), self.qg, mean - c - u, SCALES[idx])
             return
-        for i in np.unique(idx):
-            sel = np.nonzero(idx == i)[0]
-            W = self._window(i)
+        for i, W, sel in self._groups(idx):
             s = _clip_escape(d[sel], -W, W, esc) + W
             encoder.encode(s.astype(np.int32), self.cat,
                            self._tables(mean[sel], idx[sel], c[sel], u[sel], W))
@@ -267,9 +277,7 @@ class GaussianCoder:
             d = np.asarray(decoder.decode(self.qg, mean - c - u, SCALES[idx]), np.int64)
             return _unescape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
         d = np.empty(n, np.int64)
-        for i in np.unique(idx):
-            sel = np.nonzero(idx == i)[0]
-            W = self._window(i)
+        for i, W, sel in self._groups(idx):
             s = np.asarray(decoder.decode(self.cat, self._tables(mean[sel], idx[sel], c[sel],
                                                                  u[sel], W)), np.int64) - W
             d[sel] = _unescape(s, -W, W, esc)

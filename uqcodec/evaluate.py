@@ -1,15 +1,25 @@
-"""Evaluation: PSNR and rate from real files written by the codec."""
+"""Evaluation on real files: our models and classic codecs over a folder of images.
+
+``evaluate`` compresses every image with every setting (a model + quantizer, or a
+classic codec + quality), decodes it and records bpp (real file size, header
+included), PSNR and MS-SSIM on 8-bit RGB and encode/decode wall time (in memory,
+models warm). ``curves`` groups the means into rate-distortion curves; ``report``
+writes them out.
+"""
 import os
+import time
 
 import numpy as np
 
-from . import imageio
+from . import imageio, zoo
+from .errors import CodecError
+from .metrics import BD_METHOD, ms_ssim, psnr
 
+__all__ = ["psnr", "measure_model", "select_models", "plan", "evaluate", "curves"]
 
-def psnr(a, b):
-    """PSNR in dB of two uint8 arrays (over all channels)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+PAPER_NAMES = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
+               ("sr", "round"): "UN+Q+SR"}
+MEASURES = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 
 
 def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
@@ -29,3 +39,223 @@ def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
         bpps.append(8.0 * len(data) / (rgb.shape[0] * rgb.shape[1]))
         psnrs.append(psnr(rgb, out))
     return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(files)}
+
+
+def curve_name(arch, training, quantizer):
+    """'hyperprior UN+UQ+SR': family + the paper's name of training and quantizer."""
+    return f"{arch} {PAPER_NAMES.get((training, quantizer), f'{training}+{quantizer}')}"
+
+
+def select_models(spec):
+    """'all' | 'none' | 'NAME,NAME|DIR,...' -> model cards."""
+    spec = (spec or "all").strip()
+    if spec == "all":
+        return zoo.list_models()
+    if spec == "none":
+        return []
+    return [zoo.read_card(zoo.resolve(n.strip())) for n in spec.split(",") if n.strip()]
+
+
+def plan(cards, paper=False):
+    """(card, quantizer) pairs: every model with 'uq'; with ``paper`` also the 'un'
+    models with 'round' (UN+Q)."""
+    out = [(c, "uq") for c in cards]
+    if paper:
+        out += [(c, "round") for c in cards if c.get("training") == "un"]
+    return out
+
+
+def _timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+COLUMNS = ("image", "curve", "kind", "setting", "arch", "training", "quantizer", "quality",
+           "lambda", "steps", "width", "height", "bytes", "bpp", "psnr", "ms_ssim", "encode_s",
+           "decode_s")
+
+
+def _row(name, img, rgb, data, out, enc_s, dec_s, meta):
+    h, w = rgb.shape[:2]
+    if out.shape != rgb.shape:
+        raise CodecError(f"{name}: decoded shape {out.shape} != {rgb.shape} for {img}")
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(meta)
+    row.update({"image": os.path.basename(img), "curve": name, "width": w, "height": h,
+                "bytes": len(data), "bpp": 8.0 * len(data) / (h * w), "psnr": psnr(rgb, out),
+                "ms_ssim": ms_ssim(rgb, out), "encode_s": enc_s, "decode_s": dec_s})
+    return row
+
+
+def _warm_up(path, quantizer):
+    """Trace the model's TensorFlow functions once, outside the timed loop."""
+    from . import api
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data, _ = api.compress_with_info(rgb, model=path, seed=0, quantizer=quantizer)
+    api.decompress(data, model=path, rgb=True)
+
+
+def evaluate(files, settings, classics, seed=1, progress=True):
+    """Rows (dicts) of per-image results. ``settings``: (card, quantizer) pairs;
+    ``classics``: baselines.Classic objects. Image i uses dither seed ``seed + i``."""
+    from tqdm import tqdm
+
+    from . import api
+    total = len(files) * (len(settings) + sum(len(c.qualities) for c in classics))
+    bar = tqdm(total=total, unit="code", disable=not progress, dynamic_ncols=True)
+    rows = []
+    try:
+        for card, quantizer in settings:
+            bar.set_description(f"loading {card['name']}")
+            _warm_up(card["path"], quantizer)
+        for i, f in enumerate(files):
+            rgb, _, _ = imageio.read_image(f)
+            for card, quantizer in settings:
+                bar.set_description(f"{os.path.basename(f)} {card['name']} {quantizer}")
+                (data, _), enc = _timed(api.compress_with_info, rgb, model=card["path"],
+                                        seed=seed + i, quantizer=quantizer)
+                out, dec = _timed(api.decompress, data, model=card["path"], rgb=True)
+                rows.append(_row(curve_name(card.get("arch"), card.get("training"), quantizer),
+                                 f, rgb, data, out, enc, dec,
+                                 {"kind": "model", "setting": card["name"],
+                                  "arch": card.get("arch"), "training": card.get("training"),
+                                  "quantizer": quantizer, "lambda": card.get("lambda"),
+                                  "steps": card.get("steps")}))
+                bar.update()
+            for c in classics:
+                bar.set_description(f"{os.path.basename(f)} {c.key}")
+                for q in c.qualities:
+                    data, enc = _timed(c.encode, rgb, q)
+                    out, dec = _timed(c.decode, data)
+                    rows.append(_row(c.name, f, rgb, data, out, enc, dec,
+                                     {"kind": "classic", "setting": f"q{q}", "quality": q}))
+                    bar.update()
+    finally:
+        bar.close()
+    return rows
+
+
+def _mean(values):
+    v = np.asarray(values, np.float64)
+    return float(np.mean(v)) if len(v) else float("nan")
+
+
+def curves(rows):
+    """Mean points per (curve, setting) -> list of curves
+    {name, kind, arch, training, quantizer, points: [{setting, bpp, psnr, ...}]}.
+    Model curves get one point per lambda (if several models share a lambda: the one
+    trained longest); every curve is sorted by bpp."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["curve"], r["setting"]), []).append(r)
+    out = {}
+    for (name, setting), rs in groups.items():
+        r0 = rs[0]
+        point = {"setting": setting, "images": len(rs),
+                 **{m: _mean([r[m] for r in rs]) for m in MEASURES}}
+        if r0["kind"] == "model":
+            point.update({"lambda": r0["lambda"], "steps": r0["steps"]})
+        else:
+            point["quality"] = r0["quality"]
+        c = out.setdefault(name, {"name": name, "kind": r0["kind"], "arch": r0["arch"],
+                                  "training": r0["training"], "quantizer": r0["quantizer"],
+                                  "points": [], "dropped": []})
+        c["points"].append(point)
+    for c in out.values():
+        if c["kind"] == "model":
+            best = {}
+            for p in c["points"]:
+                k = p["lambda"]
+                if k not in best or (p["steps"] or 0) > (best[k]["steps"] or 0):
+                    best[k] = p
+            c["dropped"] = sorted(p["setting"] for p in c["points"] if p not in best.values())
+            c["points"] = list(best.values())
+        c["points"].sort(key=lambda p: (p["bpp"], str(p["setting"])))
+    return list(out.values())
+
+
+def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, force=False,
+        seed=1, limit=None, anchors=None, progress=True, warn=print):
+    """The ``uqcodec eval`` command: measure, then write per_image.csv, summary.json,
+    rd.png, bdrate.csv (and paper.md with ``paper``) into ``out``. Returns the summary."""
+    import platform
+    import PIL
+
+    from . import baselines as B, report
+    from .data import list_images
+    report.check_out(out, force)
+    if not os.path.isdir(folder):
+        raise CodecError(f"{folder}: no such directory")
+    try:
+        files = list_images(folder)
+    except ValueError:
+        raise CodecError(f"{folder}: no images") from None
+    files = files[:limit] if limit else files
+    cards = select_models(models)
+    if paper and not cards:
+        raise CodecError("--paper needs models (--models all or a list)")
+    keys = [k.strip().lower() for k in (baselines or "").split(",") if k.strip()]
+    keys = [] if keys == ["none"] else keys
+    skipped, classics = [], []
+    for k in dict.fromkeys(keys):
+        if k not in B.KEYS:
+            raise CodecError(f"unknown baseline {k!r} (choose from {', '.join(B.KEYS)}, none)")
+        why = B.available(k)
+        if why:
+            warn(f"skipping {k}: {why}")
+            skipped.append(f"{k}: {why}")
+        else:
+            classics.append(B.make(k))
+    anchors = report.DEFAULT_ANCHORS if anchors is None else anchors
+    published = []
+    if anchors and anchors != "none":
+        if os.path.exists(anchors):
+            published = report.read_published(anchors)
+        else:
+            warn(f"no published curves: {anchors} not found")
+            skipped.append(f"published curves: {anchors} not found")
+    t0 = time.perf_counter()
+    try:
+        rows = evaluate(files, plan(cards, paper), classics, seed=seed, progress=progress)
+    finally:
+        for c in classics:
+            getattr(c, "close", lambda: None)()
+    wall = time.perf_counter() - t0
+    cs = curves(rows)
+    bdr = report.bd_rows(cs, published)
+    meta = {"dir": os.path.abspath(folder), "n_images": len(files)}
+    summary = {
+        "command": "uqcodec eval", "dir": meta["dir"],
+        "images": [os.path.basename(f) for f in files], "seed": seed, "paper": paper,
+        "wall_seconds": round(wall, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "threads": os.environ.get("UQCODEC_THREADS") or "default",
+                    "pillow": PIL.__version__},
+        "timing": "encode_s/decode_s: wall seconds in memory, models loaded and warm; "
+                  "JPEG XL includes starting cjxl/djxl and PPM file I/O",
+        "bd_rate_method": BD_METHOD, "skipped": skipped,
+        "curves": cs, "published": [c["name"] for c in published], "bd_rates": bdr}
+    files_out = {
+        "per_image.csv": report.csv_bytes(rows, COLUMNS, {"bpp": ".6f", "psnr": ".4f",
+                                                          "ms_ssim": ".6f", "encode_s": ".4f",
+                                                          "decode_s": ".4f"}),
+        "bdrate.csv": report.csv_bytes(bdr, ("curve", "kind", "anchor", "bd_rate_percent",
+                                             "points", "anchor_points", "psnr_lo", "psnr_hi",
+                                             "note"),
+                                       {"bd_rate_percent": ".3f", "psnr_lo": ".3f",
+                                        "psnr_hi": ".3f"}),
+        "summary.json": report.json_bytes(summary),
+    }
+    try:
+        files_out["rd.png"] = report.plot_png(
+            cs, published, f"{len(files)} images from {os.path.basename(meta['dir'])}, "
+                           f"{summary['date'][:10]}, {os.cpu_count()} CPUs (published: dashed)")
+    except ImportError:
+        warn("matplotlib is not installed: no rd.png (pip install matplotlib)")
+    if paper:
+        files_out["paper.md"] = report.paper_md(cs, meta)
+    report.write(out, files_out, force)
+    return summary
+

@@ -14,7 +14,7 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     with open(os.path.join(run_dir, "train.json")) as f:
         state = json.load(f)
     config = {k: state[k] for k in ("arch", "training", "lambda", "N", "M", "stride", "kernel",
-                                    "alpha") if k in state}
+                                    "alpha", "alpha_r") if k in state}
     model = CompressionModel(config)
     model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
     name = name or os.path.basename(os.path.normpath(out_dir))
@@ -25,8 +25,10 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
             "lr": state.get("lr"), "warmup": state.get("warmup"),
             "decay_start": state.get("decay_start"), "bf16": state.get("bf16"),
             "data": os.path.basename(state.get("data", "") or ""),
-            "init_from": state.get("init_from"),
+            "init_from": os.path.basename(os.path.normpath(state["init_from"]))
+            if state.get("init_from") else None,
             "alpha_schedule": state.get("alpha_schedule"),
+            "low_variance_grad": state.get("low_variance_grad"),
             "kodak_bpp": None, "kodak_psnr": None}
     tmp = out_dir.rstrip("/") + ".exporting"
     shutil.rmtree(tmp, ignore_errors=True)

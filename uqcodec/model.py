@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from . import _tf, priors, quantization
+from . import _tf, priors
 
 tf, tfc = _tf.load()
 from . import transforms as T  # noqa: E402
@@ -70,24 +70,27 @@ class CompressionModel(tf.Module):
         self.factorized.cdf(tf.zeros((1, self.factorized.batch_shape[0])))
 
     # --- training graph -----------------------------------------------------
-    def forward(self, x, alpha=None):
-        """Noisy forward pass. Returns (x_hat, bits_y, bits_z) summed over the batch."""
+    def forward(self, x, alpha=None, alpha_r=None, low_variance=True):
+        """Noisy forward pass. Returns (x_hat, bits_y, bits_z) summed over the batch.
+
+        ``alpha`` (soft rounding s_alpha, None for additive noise only) and
+        ``alpha_r`` (the r_alpha of the decoder input, default ``alpha``);
+        ``low_variance`` takes the expectation over the noise in the gradient.
+        """
+        q = dict(alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)
         y = self.analysis(x)
         if self.arch == "linear":
-            v, y_dec = quantization.noisy(tf, tfc, y, alpha)
-            lo, hi = priors.bin_edges(v, alpha)
-            bits_y = priors.bits(priors.factorized_bin_prob(self.factorized, lo, hi))
+            y_dec, bits_y = noisy_latent(
+                y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), **q)
             bits_z = tf.constant(0.0)
         else:
             z = self.hyper_analysis(y)
-            vz, z_dec = quantization.noisy(tf, tfc, z, alpha)
-            lo, hi = priors.bin_edges(vz, alpha)
-            bits_z = priors.bits(priors.factorized_bin_prob(self.factorized, lo, hi))
+            z_dec, bits_z = noisy_latent(
+                z, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), **q)
             mean, log_scale = self.hyper_synthesis.mean_log_scale(z_dec)
             scale = tf.exp(tfc.lower_bound(log_scale, T.LOG_SCALE_MIN))
-            v, y_dec = quantization.noisy(tf, tfc, y, alpha)
-            lo, hi = priors.bin_edges(v, alpha)
-            bits_y = priors.bits(priors.gaussian_bin_prob(lo, hi, mean, scale))
+            y_dec, bits_y = noisy_latent(
+                y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), **q)
         x_hat = self.synthesis(y_dec)
         return x_hat, bits_y, bits_z
 
@@ -127,6 +130,37 @@ class CompressionModel(tf.Module):
             raise ValueError(f"weights file lacks {sorted(missing)[:3]}")
         for name, v in variables.items():
             v.assign(data[name].astype(np.float32))
+
+
+def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True):
+    """Training proxy of (universal) quantization: returns (decoder input, bits).
+
+    Additive noise: v = y + u, decoder input v, rate -log2 P(v-1/2 < Y < v+1/2).
+    Soft rounding: v = s_alpha(y) + u, decoder input r_alpha(v), rate from the
+    bins s_inv(v -/+ 1/2). With ``low_variance`` the gradient with respect to
+    s_alpha(y) uses expectations over u (Agustsson & Theis 2020): for the
+    log-probability h, E_u[h'(s + u)] = h(s + 1/2) - h(s - 1/2), and for r_alpha,
+    E_u[r'(s + u)] = r(s + 1/2) - r(s - 1/2) = 1. Values are unchanged; gradients
+    with respect to the prior's parameters are exact.
+    """
+    u = tf.random.uniform(tf.shape(y), -0.5, 0.5, dtype=y.dtype)
+    if alpha is None:
+        v = y + u
+        return v, priors.bits(bin_prob(v - 0.5, v + 0.5))
+    alpha_r = alpha if alpha_r is None else alpha_r
+    s = tfc.ops.soft_round(y, alpha)
+    if not low_variance:
+        v = s + u
+        return (tfc.ops.soft_round_conditional_mean(v, alpha_r),
+                priors.bits(bin_prob(*priors.bin_edges(v, alpha))))
+    s0 = tf.stop_gradient(s)
+    v0 = s0 + u
+    bits = priors.bits(bin_prob(*priors.bin_edges(v0, alpha)))
+    h_hi = priors.log2_prob(bin_prob(*priors.bin_edges(s0 + 0.5, alpha)))
+    h_lo = priors.log2_prob(bin_prob(*priors.bin_edges(s0 - 0.5, alpha)))
+    bits -= tf.reduce_sum(tf.stop_gradient(h_hi - h_lo) * (s - s0))
+    r = tfc.ops.soft_round_conditional_mean(v0, alpha_r)
+    return r + (s - s0), bits
 
 
 def fingerprint(weights_bytes):

@@ -45,6 +45,11 @@ def bin_edges(v, alpha):
             tfc.ops.soft_round_inverse(v + 0.5, alpha))
 
 
+def log2_prob(prob):
+    """Elementwise log2(prob), floored."""
+    return tf.math.log(tf.maximum(prob, PROB_FLOOR)) / LOG2
+
+
 def bits(prob):
     """-log2(prob), summed over everything."""
-    return tf.reduce_sum(-tf.math.log(tf.maximum(prob, PROB_FLOOR))) / LOG2
+    return -tf.reduce_sum(log2_prob(prob))

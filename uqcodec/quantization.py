@@ -1,7 +1,7 @@
 """Quantizers: universal quantization (shared-seed dither), rounding, soft rounding.
 
-The NumPy functions here are used by the codec at test time; the TensorFlow
-functions by training. Both sides of the codec regenerate the same dither from
+The codec uses these NumPy functions at test time (the training-time proxy
+is ``model.noisy_latent``). Both sides of the codec regenerate the same dither from
 the 64-bit seed in the file header with NumPy's PCG64.
 """
 import numpy as np
@@ -13,11 +13,16 @@ class Dither:
     """Deterministic stream of dither values u in (-1/2, 1/2) from a 64-bit seed.
 
     Draws are taken in a fixed order (hyper-latent first, then latent), so the
-    encoder and decoder see the same values.
+    encoder and decoder see the same values. Tile ``i`` of a tiled image uses
+    ``PCG64(seed).jumped(i)``: tile 0 (and a version-1 file) draws from
+    ``PCG64(seed)`` itself, and the tiles' streams never overlap.
     """
 
-    def __init__(self, seed):
-        self._rng = np.random.Generator(np.random.PCG64(int(seed)))
+    def __init__(self, seed, tile=0):
+        bits = np.random.PCG64(int(seed))
+        if tile:
+            bits = bits.jumped(int(tile))
+        self._rng = np.random.Generator(bits)
 
     def continuous(self, shape):
         """u ~ U(-1/2, 1/2), float64."""
@@ -59,18 +64,3 @@ def soft_round_conditional_mean(z, alpha):
     if not alpha:
         return z
     return soft_round_inverse(z - 0.5, alpha) + 0.5
-
-
-# --- training noise (TensorFlow) --------------------------------------------
-
-def noisy(tf, tfc, y, alpha=None):
-    """Training-time quantization proxy.
-
-    Returns (v, decoder_input): v = y + u (additive noise) or s_alpha(y) + u
-    (soft rounding); the decoder sees v, or r_alpha(v) under soft rounding.
-    """
-    u = tf.random.uniform(tf.shape(y), -0.5, 0.5, dtype=y.dtype)
-    if alpha is None:
-        return y + u, y + u
-    v = tfc.ops.soft_round(y, alpha) + u
-    return v, tfc.ops.soft_round_conditional_mean(v, alpha)

@@ -18,27 +18,44 @@ import numpy as np
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "train")
 
 
-def lr_at(step, steps, lr, warmup, decay_start):
-    """Linear warm-up to ``lr``, constant, then cosine decay to lr/100 from ``decay_start``."""
+def lr_at(step, frac, lr, warmup, decay_start):
+    """Linear warm-up to ``lr`` over ``warmup`` steps, constant, then cosine decay
+    to lr/100 between run fractions ``decay_start`` and 1."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    start = int(decay_start * steps)
-    if step < start:
+    if frac < decay_start:
         return lr
-    t = min(1.0, (step - start) / max(1, steps - start))
+    t = min(1.0, (frac - decay_start) / max(1e-9, 1.0 - decay_start))
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def alpha_at(step, steps, alpha_start, alpha_end, ramp):
-    """Soft-rounding alpha: linear ramp from alpha_start to alpha_end over ``ramp`` of the run."""
-    t = min(1.0, step / max(1.0, ramp * steps))
+def alpha_at(frac, alpha_start, alpha_end, ramp):
+    """Soft-rounding alpha: linear ramp from alpha_start to alpha_end over the
+    first ``ramp`` fraction of the run."""
+    t = min(1.0, frac / max(1e-9, ramp))
     return alpha_start + (alpha_end - alpha_start) * t
+
+
+def run_fraction(step, steps, wall_seconds, minutes=None):
+    """How far the run is (0..1): by steps, or by wall time when ``minutes`` is set."""
+    frac = step / max(1, steps)
+    if minutes:
+        frac = max(frac, wall_seconds / (60.0 * minutes))
+    return min(1.0, frac)
 
 
 def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
           warmup=1000, decay_start=0.6, clip=1.0, alpha=(1.0, 8.0), alpha_ramp=1.0,
+          alpha_r=None, low_variance=True, minutes=None,
           init_from=None, resume=False, seed=0, bf16=True, ckpt_minutes=5.0,
           model_args=None, log_every=100, progress=True, export=True):
+    """Train ``arch`` ("linear"/"hyperprior") in ``mode`` ("un"/"sr") at ``lmbda``.
+
+    ``alpha``/``alpha_r``: (start, end) of s_alpha and r_alpha (r defaults to s),
+    ramped over ``alpha_ramp`` of the run; ``low_variance``: expected gradients
+    over the noise (sr); ``minutes``: wall-time budget (the schedules then follow
+    the elapsed time, and the run stops at the budget or at ``steps``).
+    """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     from . import _tf
     tf, tfc = _tf.load()
@@ -73,6 +90,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         with open(state_path) as f:
             state = json.load(f)
     a_start, a_end = alpha
+    r_start, r_end = alpha_r or alpha
     images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
     ds = iter(D.dataset(tf, images, patch, batch, seed=seed + int(step_var.numpy())))
     writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
@@ -80,9 +98,12 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     num_pixels = float(batch * patch * patch)
 
     @tf.function
-    def train_step(x, lr_now, alpha_now):
+    def train_step(x, lr_now, alpha_now, alpha_r_now):
         with tf.GradientTape() as tape:
-            x_hat, bits_y, bits_z = model.forward(x, alpha_now if mode == "sr" else None)
+            if mode == "sr":
+                x_hat, bits_y, bits_z = model.forward(x, alpha_now, alpha_r_now, low_variance)
+            else:
+                x_hat, bits_y, bits_z = model.forward(x)
             mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0 ** 2
             bpp = (bits_y + bits_z) / num_pixels
             loss = bpp + lmbda * mse
@@ -101,16 +122,24 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     decay_start=decay_start, clip=clip, bf16=bf16, seed=seed,
                     data=os.path.abspath(data or DEFAULT_DATA), init_from=init_from,
                     wall_seconds=state["wall_seconds"], total_steps=steps,
-                    init_steps=init_steps, init_wall_seconds=init_wall)
+                    init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes)
         if mode == "sr":
-            meta["alpha"] = alpha_at(s, steps, a_start, a_end, alpha_ramp)
+            f = frac()
+            meta["alpha"] = alpha_at(f, a_start, a_end, alpha_ramp)
             meta["alpha_schedule"] = {"start": a_start, "end": a_end, "ramp": alpha_ramp}
+            if alpha_r:
+                meta["alpha_r"] = alpha_at(f, r_start, r_end, alpha_ramp)
+                meta["alpha_schedule"].update(r_start=r_start, r_end=r_end)
+            meta["low_variance_grad"] = low_variance
         state.update(meta)
         with open(state_path + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
         os.replace(state_path + ".tmp", state_path)
 
     stop = {"flag": False}
+
+    def frac():
+        return run_fraction(int(step_var.numpy()), steps, state["wall_seconds"], minutes)
 
     def on_term(signum, frame):
         stop["flag"] = True
@@ -125,13 +154,16 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     t_prev = time.time()
     avg = None
     try:
-        while int(step_var.numpy()) < steps and not stop["flag"]:
+        while frac() < 1.0 and not stop["flag"]:
             s = int(step_var.numpy())
+            f = frac()
             x = next(ds)
-            a_now = alpha_at(s, steps, a_start, a_end, alpha_ramp)
-            loss, bpp, mse, bpp_z = train_step(x, tf.constant(lr_at(s, steps, lr, warmup, decay_start),
-                                                             tf.float32),
-                                               tf.constant(a_now, tf.float32))
+            a_now = alpha_at(f, a_start, a_end, alpha_ramp)
+            r_now = alpha_at(f, r_start, r_end, alpha_ramp)
+            lr_now = lr_at(s, f, lr, warmup, decay_start)
+            loss, bpp, mse, bpp_z = train_step(x, tf.constant(lr_now, tf.float32),
+                                               tf.constant(a_now, tf.float32),
+                                               tf.constant(r_now, tf.float32))
             step_var.assign_add(1)
             now = time.time()
             state["wall_seconds"] += now - t_prev
@@ -150,7 +182,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     tf.summary.scalar("bpp", avg[1])
                     tf.summary.scalar("bpp_z", avg[3])
                     tf.summary.scalar("psnr", psnr)
-                    tf.summary.scalar("lr", lr_at(s, steps, lr, warmup, decay_start))
+                    tf.summary.scalar("lr", lr_now)
                 if not progress:
                     print(f"step {s} loss {avg[0]:.4f} bpp {avg[1]:.4f} bpp_z {avg[3]:.4f} "
                           f"psnr {psnr:.2f} "

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Refresh the shipped model cards' Kodak numbers from an eval run.
+
+    python scripts/cards_from_eval.py results/kodak/summary.json
+
+Sets ``kodak_bpp`` / ``kodak_psnr`` / ``kodak_images`` (universal quantization)
+and, for ``un`` models measured with ``--paper``, ``kodak_round_bpp`` /
+``kodak_round_psnr`` (UN+Q) in each measured model's model.json, so that the
+cards, results/kodak and the README agree.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    from uqcodec import zoo
+    with open(sys.argv[1]) as f:
+        summary = json.load(f)
+    for curve in summary["curves"]:
+        if curve.get("kind") != "model":
+            continue
+        suffix = {"uq": "", "round": "_round"}[curve["quantizer"]]
+        for p in curve["points"]:
+            path = os.path.join(zoo.resolve(p["setting"]), "model.json")
+            with open(path) as f:
+                card = json.load(f)
+            card[f"kodak{suffix}_bpp"] = round(p["bpp"], 4)
+            card[f"kodak{suffix}_psnr"] = round(p["psnr"], 3)
+            card["kodak_images"] = p["images"]
+            with open(path + ".tmp", "w") as f:
+                json.dump(card, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(path + ".tmp", path)
+            print(f"{p['setting']}{suffix}: {p['bpp']:.4f} bpp {p['psnr']:.3f} dB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""`uqcodec eval`: a real run on two small images, curves and output files."""
+import csv
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import DATA, run_cli
+from test_cli import one_line_error
+from uqcodec import evaluate
+
+ENV = {"UQCODEC_THREADS": "1"}
+
+
+def small_models():
+    """Up to two shipped models, linear ones first (fastest); at least one 'un' model."""
+    from uqcodec import zoo
+    cards = sorted(zoo.list_models(), key=lambda c: (c.get("arch") != "linear",
+                                                     c.get("training") != "un"))
+    if not cards:
+        pytest.skip("no shipped models")
+    return cards[:2]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    for n in ("kodim05_crop.png", "kodim19_crop.png"):
+        shutil.copy(os.path.join(DATA, n), d / n)
+    anchors = d.parent / "anchors.csv"
+    anchors.write_text(
+        "codec,source,bpp,psnr_rgb_db\n"
+        + "".join(f'"Minnen 2018 mean-scale hyperprior, no context (TFC)",x,{b},{p}\n'
+                  for b, p in ((0.2, 28.0), (0.5, 31.5), (1.0, 35.0), (2.0, 39.0)))
+        + "Some codec,x,0.5,\n")  # a row without PSNR is skipped
+    return d, anchors
+
+
+@pytest.fixture(scope="module")
+def run(images, tmp_path_factory):
+    d, anchors = images
+    out = tmp_path_factory.mktemp("res") / "small"
+    cards = small_models()
+    r = run_cli("eval", str(d), "--models", ",".join(c["name"] for c in cards),
+                "--baselines", "jpeg,webp", "--paper", "--anchors", str(anchors), "--out",
+                str(out), env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return out, cards, r
+
+
+def test_outputs(run):
+    out, cards, r = run
+    assert sorted(os.listdir(out)) == ["bdrate.csv", "paper.md", "per_image.csv", "rd.png",
+                                       "summary.json"]
+    with open(out / "rd.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    n_un = sum(c["training"] == "un" for c in cards)
+    assert len(rows) == 2 * (len(cards) + n_un + 8 + 7)  # models, UN+Q, JPEG, WebP sweeps
+    assert {r["image"] for r in rows} == {"kodim05_crop.png", "kodim19_crop.png"}
+    for row in rows:
+        assert int(row["width"]) * int(row["height"]) == 160 * 96
+        assert float(row["bpp"]) == pytest.approx(8 * int(row["bytes"]) / (160 * 96), rel=1e-5)
+        assert 15 < float(row["psnr"]) < 60 and 0 < float(row["ms_ssim"]) <= 1
+        assert float(row["encode_s"]) > 0 and float(row["decode_s"]) > 0
+    models = [r for r in rows if r["kind"] == "model"]
+    assert {r["quantizer"] for r in models} == ({"uq", "round"} if n_un else {"uq"})
+
+
+def test_summary_and_bdrate(run):
+    out, cards, _ = run
+    s = json.load(open(out / "summary.json"))
+    assert len(s["images"]) == 2 and s["paper"] is True
+    names = {c["name"] for c in s["curves"]}
+    assert {"JPEG 4:2:0 (Pillow)", "WebP m6 (Pillow)"} <= names
+    for c in s["curves"]:
+        bpps = [p["bpp"] for p in c["points"]]
+        assert bpps == sorted(bpps)
+        if c["kind"] == "model":  # one point per lambda
+            assert len({p["lambda"] for p in c["points"]}) == len(c["points"])
+    assert s["published"] == ["Minnen 2018 mean-scale hyperprior, no context (TFC)"]
+    bd = list(csv.DictReader(open(out / "bdrate.csv")))
+    anchors = {r["anchor"] for r in bd}
+    assert anchors == {"WebP m6 (Pillow)", "Minnen 2018 mean-scale hyperprior, no context (TFC)"}
+    jpeg_vs_webp = [r for r in bd if r["curve"] == "JPEG 4:2:0 (Pillow)"
+                    and r["anchor"] == "WebP m6 (Pillow)"][0]
+    assert 0 < float(jpeg_vs_webp["bd_rate_percent"]) < 300  # JPEG needs more bits than WebP
+    for r in bd:  # an empty BD-rate always says why
+        assert r["bd_rate_percent"] or r["note"]
+    paper = open(out / "paper.md").read()
+    assert "BD-rate vs UN+Q" in paper and cards[0]["arch"] in paper
+
+
+def test_refuses_existing_results_and_bad_input(run, images):
+    out, _, _ = run
+    d, _ = images
+    r = run_cli("eval", str(d), "--out", str(out), "--models", "none", "--baselines", "jpeg",
+                env=ENV)
+    one_line_error(r)
+    assert "--force" in r.stderr
+    one_line_error(run_cli("eval", str(d / "missing"), "--out", str(out.parent / "x"), env=ENV))
+    one_line_error(run_cli("eval", str(d), "--out", str(out.parent / "y"), "--baselines", "bpg",
+                           env=ENV))
+    one_line_error(run_cli("eval", str(d), "--out", str(out.parent / "z"), "--models", "nope",
+                           env=ENV))
+    assert not any(os.path.exists(out.parent / n) for n in "xyz")
+
+
+def test_force_baselines_only(images, tmp_path):
+    d, _ = images
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "paper.md").write_text("stale")
+    r = run_cli("eval", str(d), "--out", str(out), "--models", "none", "--baselines", "webp",
+                "--anchors", "none", "--force", "--quiet", env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["bdrate.csv", "per_image.csv", "rd.png", "summary.json"]
+
+
+def test_curves_one_point_per_lambda():
+    def row(setting, lmbda, steps, bpp):
+        return {"curve": "hyperprior UN+UQ", "setting": setting, "kind": "model",
+                "arch": "hyperprior", "training": "un", "quantizer": "uq", "quality": "",
+                "lambda": lmbda, "steps": steps, "bpp": bpp, "psnr": 30.0, "ms_ssim": 0.9,
+                "encode_s": 1.0, "decode_s": 1.0}
+    rows = [row("b", 0.01, 100, 0.8), row("a", 0.004, 100, 0.4), row("c", 0.01, 900, 0.7),
+            row("b", 0.01, 100, 0.6)]
+    (c,) = evaluate.curves(rows)
+    assert [p["setting"] for p in c["points"]] == ["a", "c"] and c["dropped"] == ["b"]

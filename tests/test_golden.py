@@ -1,0 +1,89 @@
+"""Stable format: committed .uq files decode to exactly the committed pixels.
+
+The files in tests/data/golden/ were written by scripts/make_golden.py (the
+version-1 files are byte-identical to files written by uqcodec 0.1.0, before
+tiling). If this fails, the decoder changed what existing files mean: either fix
+the regression, or -- for a deliberate format change -- bump container.VERSION,
+keep reading the old versions, and regenerate with scripts/make_golden.py. A
+missing model fails (the models ship in the repository).
+"""
+import hashlib
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import uqcodec
+from uqcodec import container
+from conftest import DATA
+
+GOLDEN = os.path.join(DATA, "golden")
+with open(os.path.join(GOLDEN, "golden.json")) as _f:
+    TABLE = json.load(_f)
+
+
+def test_golden_set_is_complete():
+    kinds = {(v["model"].split("-")[0], v["quantizer"], v["version"]) for v in TABLE.values()}
+    for arch in ("hyperprior", "linear"):
+        for q in ("uq", "round"):
+            for version in (1, container.VERSION):
+                assert (arch, q, version) in kinds
+    assert any(v["tile"] and v["shape"][0] > v["tile"] for v in TABLE.values())  # several tiles
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_golden_file_decodes_to_committed_pixels(name):
+    from uqcodec import codec, zoo
+    want = TABLE[name]
+    data = open(os.path.join(GOLDEN, name), "rb").read()
+    header = uqcodec.read_header(data)
+    assert (header.model, header.version, header.quantizer, header.seed) == (
+        want["model"], want["version"], want["quantizer"], want["seed"])
+    # no skip: the golden models ship in the repository
+    installed = codec.load(zoo.find_by_name(want["model"])).fingerprint
+    assert installed == want["fingerprint"], (
+        f"model {want['model']} was replaced (fingerprint {installed}, golden files made with "
+        f"{want['fingerprint']}): regenerate with scripts/make_golden.py")
+    out = uqcodec.decompress(data)
+    assert list(out.shape) == want["shape"]
+    assert hashlib.sha256(out.tobytes()).hexdigest() == want["sha256"]
+
+
+def _forge_version(data, version):
+    """Set the version byte and recompute the header CRC (the file is otherwise intact)."""
+    header, offset = container.parse_header(data)
+    buf = bytearray(data)
+    buf[4] = version
+    struct.pack_into("<I", buf, offset - 8, zlib.crc32(bytes(buf[:offset - 8])))
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_unknown_version_is_refused_clearly(version):
+    data = open(os.path.join(GOLDEN, "hyperprior-sr-0.01_uq_v2.uq"), "rb").read()
+    with pytest.raises(uqcodec.CodecError, match=f"unsupported .uq format version {version}"):
+        uqcodec.decompress(_forge_version(data, version))
+
+
+def test_version_byte_is_not_ignored():
+    """A v2 file relabelled as v1 (valid CRC) is read with the v1 layout: it must fail
+    cleanly or decode to the header's size, never be silently taken as v2."""
+    data = open(os.path.join(GOLDEN, "linear-sr-0.01_uq_v2.uq"), "rb").read()
+    with pytest.raises(uqcodec.CodecError):
+        uqcodec.decompress(_forge_version(data, 1))
+
+
+def test_encoder_still_writes_the_golden_v1_bytes():
+    """Version-1 writing is kept for the golden files: it must reproduce them exactly on
+    this machine (the encoder's float arithmetic is not guaranteed across CPUs)."""
+    from PIL import Image
+    from uqcodec import codec, zoo
+    name = "linear-sr-0.01_uq_v1.uq"
+    want = TABLE[name]
+    img = np.asarray(Image.open(os.path.join(DATA, "kodim05_crop.png")).convert("RGB"))
+    c = codec.load(zoo.find_by_name(want["model"]))
+    data, _ = c.encode(img[32:64, 56:104], want["seed"], "uq", "RGB", version=1)
+    assert data == open(os.path.join(GOLDEN, name), "rb").read()
