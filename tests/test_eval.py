@@ -83,7 +83,8 @@ def test_summary_and_bdrate(run):
     assert s["published"] == ["Minnen 2018 mean-scale hyperprior, no context (TFC)"]
     bd = list(csv.DictReader(open(out / "bdrate.csv")))
     anchors = {r["anchor"] for r in bd}
-    assert anchors == {"WebP m6 (Pillow)", "Minnen 2018 mean-scale hyperprior, no context (TFC)"}
+    assert anchors == {"WebP m6 (Pillow)", "JPEG 4:2:0 (Pillow)",
+                       "Minnen 2018 mean-scale hyperprior, no context (TFC)"}
     jpeg_vs_webp = [r for r in bd if r["curve"] == "JPEG 4:2:0 (Pillow)"
                     and r["anchor"] == "WebP m6 (Pillow)"][0]
     assert 0 < float(jpeg_vs_webp["bd_rate_percent"]) < 300  # JPEG needs more bits than WebP

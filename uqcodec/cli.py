@@ -1,6 +1,7 @@
 """Command-line interface: compress, decompress, info, models, train, eval."""
 import json
 import os
+import signal
 import sys
 
 import click
@@ -81,7 +82,7 @@ def compress(images, output, model, quality, seed, quantizer, tile, jobs, force)
 
     Several files are coded in parallel; a bad file is reported at the end and
     does not stop the others (exit code 1 if any failed)."""
-    from . import api, batch, imageio
+    from . import api, batch
     files, had_dir = batch.expand(images, batch.IMAGE_EXTS)
     opts = dict(model=model, seed=seed, quantizer=quantizer, quality=quality, tile=tile)
     if len(files) != 1 or had_dir:
@@ -96,7 +97,7 @@ def compress(images, output, model, quality, seed, quantizer, tile, jobs, force)
     data, info = api.compress_with_info(image, **opts)
     for n in info["warnings"]:
         click.echo(f"uqcodec: warning: {image}: {n}", err=True)
-    imageio.atomic_write(out, data)
+    _write(out, data)
     h = api.read_header(data)
     click.echo(f"{out}: {len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp "
                f"({info['model']}, {quantizer})")
@@ -144,7 +145,7 @@ def decompress(files, output, model, jobs, force):
     _check_output(out, force)
     data = _read(file)
     pixels = api.decompress(data, model=model)
-    imageio.atomic_write(out, imageio.png_bytes(pixels))
+    _write(out, imageio.png_bytes(pixels))
     click.echo(f"{out}: {pixels.shape[1]}x{pixels.shape[0]}")
 
 
@@ -306,9 +307,27 @@ def eval_(folder, out, models, baselines, paper, seed, limit, anchors, force, qu
                f"{s['wall_seconds']:.0f} s")
 
 
+_interrupted = []
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C: remember it (a library may swallow the KeyboardInterrupt) and raise it."""
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
+def _write(out, data):
+    """Write an output file atomically, unless Ctrl-C was pressed meanwhile."""
+    from . import imageio
+    if _interrupted:
+        raise KeyboardInterrupt
+    imageio.atomic_write(out, data)
+
+
 def run():
     """Console entry point. Exits with os._exit so TensorFlow's teardown cannot print noise."""
     code = 0
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         main(standalone_mode=True)
     except SystemExit as e:

@@ -60,7 +60,7 @@ def _interrupt_deferred():
     finally:
         signal.signal(signal.SIGINT, old)
     if got:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)  # now, to the handler that was in place
 
 
 class Codec:
@@ -98,6 +98,10 @@ class Codec:
                                                input_signature=[spec(m.config["M"])])
             self._hyper_synthesis = tf.function(m.hyper_synthesis.call,
                                                 input_signature=[spec(m.config["N"])])
+        # Trace now, while load() holds Ctrl-C: an interrupt during tracing can be lost.
+        for name in ("_analysis", "_synthesis", "_hyper_analysis", "_hyper_synthesis"):
+            if hasattr(self, name):
+                getattr(self, name).get_concrete_function()
 
     # --- helpers ---------------------------------------------------------------
     def _sr(self, x):

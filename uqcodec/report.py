@@ -15,6 +15,7 @@ DEFAULT_ANCHORS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
                                "..", "shared", "anchors", "kodak_published_rd.csv")
 MINNEN = "Minnen 2018 mean-scale hyperprior, no context"
 WEBP = "WebP m6 (Pillow)"
+MEASURED_ANCHORS = (WEBP, "JPEG 4:2:0 (Pillow)", "AVIF s6 (Pillow)")
 
 
 def check_out(out, force):
@@ -65,8 +66,9 @@ def bd(curve, anchor):
 
 
 def anchors_of(curves, published):
-    """The BD-rate anchors present: our measured WebP and the published Minnen curve."""
-    out = [c for c in curves if c["name"] == WEBP]
+    """The BD-rate anchors present: our measured WebP (then JPEG and AVIF, measured in
+    the same run) and the published Minnen curve."""
+    out = [c for name in MEASURED_ANCHORS for c in curves if c["name"] == name]
     out += [c for c in published if c["name"].startswith(MINNEN)][:1]
     return out
 
