@@ -79,3 +79,19 @@ def test_low_variance_gradient_is_the_expected_gradient():
     np.testing.assert_allclose(bits_a, bits_b, rtol=1e-12)
     _, _, g_mc = grad(False, 200_000, 1)
     np.testing.assert_allclose(g_low, g_mc, rtol=0.03, atol=0.02)
+
+
+def test_latent_gain_scales_the_latents_only():
+    """config latent_gain G: analysis output x G, synthesis input / G, same weights."""
+    from uqcodec import _tf
+    from uqcodec.model import CompressionModel
+    tf, _ = _tf.load()
+    base = CompressionModel({"arch": "hyperprior", "N": 16, "M": 24})
+    gained = CompressionModel({"arch": "hyperprior", "N": 16, "M": 24, "latent_gain": 4.0})
+    gained.load_weights_npz(base.weights_npz(half=False))
+    x = tf.constant(load("kodim05_crop.png")[None, :64, :64].astype(np.float32) / 255.0)
+    y = base.analysis(x).numpy()
+    assert np.abs(y).max() > 0
+    np.testing.assert_allclose(gained.analysis(x).numpy(), 4.0 * y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gained.synthesis(tf.constant(4.0 * y)).numpy(),
+                               base.synthesis(tf.constant(y)).numpy(), rtol=1e-4, atol=1e-5)

@@ -239,8 +239,11 @@ def models(as_json):
               help="Checkpoints and logs (default: runs/<name of --out>).")
 @click.option("--N", "n", type=int, help="Hyperprior: transform channels.")
 @click.option("--M", "m", type=int, help="Latent channels.")
+@click.option("--latent-gain", type=float, default=None,
+              help="Hyperprior, new models: fixed gain on the latents (try 16: y then starts "
+                   "near unit scale, see README). A warm start keeps its model's gain.")
 def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, alpha_r,
-          low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m):
+          low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m, latent_gain):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
@@ -256,7 +259,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, 
             raise CodecError(f"{name} must be START:END, e.g. 1:8") from None
     a0, a1 = pair(alpha, "--alpha")
     ar = pair(alpha_r, "--alpha-r") if alpha_r else None
-    args = {k: v for k, v in (("N", n), ("M", m)) if v}
+    args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain)) if v}
     run = run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)))
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
             warmup=warmup, alpha=(a0, a1), alpha_r=ar, low_variance=low_variance,

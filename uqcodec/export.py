@@ -14,7 +14,7 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     with open(os.path.join(run_dir, "train.json")) as f:
         state = json.load(f)
     config = {k: state[k] for k in ("arch", "training", "lambda", "N", "M", "stride", "kernel",
-                                    "alpha", "alpha_r") if k in state}
+                                    "alpha", "alpha_r", "latent_gain") if k in state}
     model = CompressionModel(config)
     model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
     name = name or os.path.basename(os.path.normpath(out_dir))

@@ -51,8 +51,9 @@ class CompressionModel(tf.Module):
             self.synthesis = T.LinearSynthesis(cfg["stride"], cfg["kernel"], conv_dtype)
             self.factorized = tfc.DeepFactorized(batch_shape=(cfg["M"],), name="prior")
         elif self.arch == "hyperprior":
-            self.analysis = T.HyperAnalysis(cfg["N"], cfg["M"], conv_dtype)
-            self.synthesis = T.HyperSynthesis(cfg["N"], conv_dtype)
+            gain = float(cfg.get("latent_gain") or 1.0)
+            self.analysis = T.HyperAnalysis(cfg["N"], cfg["M"], conv_dtype, gain)
+            self.synthesis = T.HyperSynthesis(cfg["N"], conv_dtype, gain)
             self.hyper_analysis = T.HyperPriorAnalysis(cfg["N"], conv_dtype)
             self.hyper_synthesis = T.HyperPriorSynthesis(cfg["N"], cfg["M"], conv_dtype)
             self.factorized = tfc.DeepFactorized(batch_shape=(cfg["N"],), name="hyperprior")

@@ -70,7 +70,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     if init_from:
         with open(os.path.join(init_from, "model.json")) as f:
             base = json.load(f)
-        for k in ("N", "M", "stride", "kernel"):
+        for k in ("N", "M", "stride", "kernel", "latent_gain"):
             if k in base:
                 config.setdefault(k, base[k])
         init_steps = base.get("steps") or 0

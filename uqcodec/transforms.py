@@ -47,20 +47,24 @@ class LinearSynthesis(tf.keras.Sequential):
 class HyperAnalysis(tf.keras.Sequential):
     """GDN conv stack: x -> y with 16x downsampling."""
 
-    def __init__(self, N, M, conv_dtype="float32"):
+    def __init__(self, N, M, conv_dtype="float32", gain=1.0):
         super().__init__(name="analysis")
         for i in range(3):
             self.add(_conv(N, 5, 2, f"conv{i}", conv_dtype))
             self.add(tfc.GDN(name=f"gdn{i}", dtype="float32"))
         self.add(_conv(M, 5, 2, "conv3", conv_dtype))
         self.add(layers.Activation("linear", dtype="float32", name="out"))
+        if gain != 1.0:  # fixed latent gain (config "latent_gain"): y starts near unit scale
+            self.add(layers.Lambda(lambda y: y * gain, dtype="float32", name="gain"))
 
 
 class HyperSynthesis(tf.keras.Sequential):
     """Inverse-GDN transposed-conv stack: y_hat -> x_hat (unclipped, [0,1] units)."""
 
-    def __init__(self, N, conv_dtype="float32"):
+    def __init__(self, N, conv_dtype="float32", gain=1.0):
         super().__init__(name="synthesis")
+        if gain != 1.0:
+            self.add(layers.Lambda(lambda y: y / gain, dtype="float32", name="ungain"))
         for i in range(3):
             self.add(_conv(N, 5, 2, f"deconv{i}", conv_dtype, transpose=True))
             self.add(tfc.GDN(inverse=True, name=f"igdn{i}", dtype="float32"))
