@@ -33,14 +33,7 @@ sys.path.insert(0, ROOT)
 def family_default(arch):
     """The middle of the family's ladder (one model per lambda, soft rounding preferred)."""
     from uqcodec import zoo
-    best = {}
-    for c in zoo.list_models():
-        if c.get("arch") != arch:
-            continue
-        k = c.get("lambda")
-        if k not in best or (c.get("training") == "sr" and best[k].get("training") != "sr"):
-            best[k] = c
-    lad = sorted(best.values(), key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
+    lad = zoo.ladder(arch)
     return lad[(len(lad) - 1) // 2] if lad else None
 
 

@@ -43,9 +43,12 @@ def list_models():
                                         c.get("kodak_bpp") or 0, c["name"]))
 
 
-def ladder():
-    """Default-family models from low to high rate: one per lambda, soft rounding preferred."""
-    cards = [c for c in list_models() if c.get("arch") == DEFAULT_ARCH] or list_models()
+def ladder(arch=None):
+    """Models of ``arch`` (default: the default family, or all models when it has none)
+    from low to high rate: one per lambda, soft rounding preferred."""
+    cards = [c for c in list_models() if c.get("arch") == (arch or DEFAULT_ARCH)]
+    if not cards and arch is None:
+        cards = list_models()
     best = {}
     for c in cards:
         key = c.get("lambda")
