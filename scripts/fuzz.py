@@ -33,19 +33,31 @@ EXTREMES = (0, 1, 2, 7, 8, 63, 64, 65, 255, 256, 1023, 1024, 2047, 2048, 2049, 4
             65536, 65537, 2 ** 26, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1)
 
 
+def _shipped(arch, training):
+    """Name of a shipped model of the family and training mode (the middle of its ladder)."""
+    from uqcodec import zoo
+    cards = [c for c in zoo.list_models() if c.get("arch") == arch
+             and c.get("training") == training]
+    if not cards:
+        raise SystemExit(f"no shipped {arch} {training} model")
+    return cards[(len(cards) - 1) // 2]["name"]
+
+
 def base_files():
     """Real encodes: [(name, bytes)] for both families, both quantizers, and a tiled file."""
     from PIL import Image
     import uqcodec
     crop = np.asarray(Image.open(os.path.join(DATA, "kodim05_crop.png")).convert("RGB"))
     odd = np.asarray(Image.open(os.path.join(DATA, "kodim15_odd.png")).convert("RGB"))
+    hp_sr, lin_sr, hp_un = (_shipped("hyperprior", "sr"), _shipped("linear", "sr"),
+                            _shipped("hyperprior", "un"))
     out = []
-    for model in ("hyperprior-sr-0.01", "linear-sr-0.01", "hyperprior-un-0.01"):
+    for model in (hp_sr, lin_sr, hp_un):
         for q in ("uq", "round"):
-            if model == "hyperprior-un-0.01" and q == "round":
+            if model == hp_un and q == "round":
                 continue
             out.append((f"{model}/{q}", uqcodec.compress(odd, model=model, seed=11, quantizer=q)))
-    for model in ("hyperprior-sr-0.01", "linear-sr-0.01"):  # 3x2 tiles of 64
+    for model in (hp_sr, lin_sr):  # 3x2 tiles of 64
         out.append((f"{model}/tiled", uqcodec.compress(crop[:96, :160], model=model, seed=12,
                                                        tile=64)))
     return out

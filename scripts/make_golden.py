@@ -10,7 +10,8 @@ decoder still turns these exact bytes into these exact pixels.
 Files: {model}_{quantizer}_v{version}.uq for both quantizers, the current format
 version and version 1 (one tile, the legacy layout), plus a current-version file
 with several tiles per model. The source is a 48x32 crop of tests/data/kodim05_crop.png
-(a 160x96 crop for the tiled files, tile 64 -> 3x2 tiles).
+(a 160x96 crop for the tiled files, tile 64 -> 3x2 tiles). The models are read
+from tests/data/golden/models (frozen copies; copy a model there to use it).
 """
 import argparse
 import hashlib
@@ -24,6 +25,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
+GOLDEN_MODELS = os.path.join(GOLDEN, "models")  # frozen copies of the models below
 MODELS = ("hyperprior-sr-0.01", "linear-sr-0.01")
 SEED = 20201
 
@@ -36,6 +38,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
+    os.environ["UQCODEC_MODELS"] = GOLDEN_MODELS
     import uqcodec
     from uqcodec import codec, container, zoo
     full = np.asarray(Image.open(os.path.join(ROOT, "tests", "data", "kodim05_crop.png"))

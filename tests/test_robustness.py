@@ -15,7 +15,7 @@ import pytest
 
 import uqcodec
 from uqcodec import container
-from conftest import ROOT, load
+from conftest import ROOT, load, shipped
 
 _spec = importlib.util.spec_from_file_location("fuzz", os.path.join(ROOT, "scripts", "fuzz.py"))
 fuzz = importlib.util.module_from_spec(_spec)
@@ -28,8 +28,10 @@ def bases():
 
 
 def test_fuzzed_files_decode_or_raise_codec_error(bases):
+    from uqcodec import zoo
     n, outcomes, slowest = 2000, {}, 0.0
     kinds = set()
+    arch = {c["name"]: c["arch"] for c in zoo.list_models()}
     for i in range(n):
         kind, name, data = fuzz.mutate(bases, 2020, i)
         t = time.perf_counter()
@@ -39,7 +41,7 @@ def test_fuzzed_files_decode_or_raise_codec_error(bases):
             raise AssertionError(f"input {i} ({name}, {kind}): {type(e).__name__}: {e}") from e
         slowest = max(slowest, time.perf_counter() - t)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        kinds.add((kind, name.split("/")[0].split("-")[0]))
+        kinds.add((kind, arch[name.split("/")[0]]))
     assert outcomes["codec_error"] > n // 2
     assert outcomes["decoded"] > 50  # mutations with valid CRCs do reach the decoders
     assert {k for k, _ in kinds} == set(fuzz.KINDS) and {a for _, a in kinds} == {
@@ -96,7 +98,7 @@ def test_mismatched_size_decodes_to_header_size_or_fails(family):
 def test_garbage_latents_do_not_blow_up_memory():
     """A file with valid CRCs whose hyper-latent escapes are huge: the Gaussian tables
     are built in bounded chunks whatever the decoded scales are."""
-    data = uqcodec.compress(load("kodim05_crop.png"), model="hyperprior-sr-0.01", seed=1)
+    data = uqcodec.compress(load("kodim05_crop.png"), model=shipped("hyperprior"), seed=1)
     h, streams = container.unpack(data)
     rng = np.random.default_rng(0)
     for trial in range(5):

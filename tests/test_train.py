@@ -52,6 +52,21 @@ def test_warm_start(tmp_path):
     assert state["M"] == 24 and state["init_from"].endswith("A")
 
 
+def test_new_model_size_and_resume_keeps_the_run_size(tmp_path):
+    """A new hyperprior gets the fast recipe's size (N=64, M=128, latent gain 16); a
+    resumed run keeps its own size without being told."""
+    from uqcodec import train
+    kw = dict(data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
+              log_every=1000)
+    run = str(tmp_path / "r")
+    train.train("hyperprior", "un", 0.01, run, steps=1,
+                model_args={"N": 16, "M": 24, "latent_gain": 4.0}, **kw)
+    state = train.train("hyperprior", "un", 0.01, run, steps=2, resume=True, **kw)
+    assert (state["N"], state["M"], state["latent_gain"], state["steps"]) == (16, 24, 4.0, 2)
+    state = train.train("hyperprior", "un", 0.01, str(tmp_path / "new"), steps=1, **kw)
+    assert (state["N"], state["M"], state["latent_gain"]) == (64, 128, 16.0)
+
+
 def test_low_variance_gradient_is_the_expected_gradient():
     """Soft rounding: same values with and without the low-variance gradient, and its
     gradient equals the average of the plain gradient over the noise (Monte Carlo)."""

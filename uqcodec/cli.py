@@ -221,6 +221,8 @@ def models(as_json):
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
 @click.option("--warmup", type=int, default=1000, show_default=True, help="Warm-up steps.")
+@click.option("--decay-start", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Run fraction where the cosine decay of the learning rate starts.")
 @click.option("--alpha", default="1:8", show_default=True,
               help="Soft-rounding alpha START:END, ramped linearly over the run (sr mode).")
 @click.option("--alpha-r", default=None, metavar="START:END",
@@ -237,17 +239,19 @@ def models(as_json):
               help="bfloat16 convolutions (GDN and entropy math stay float32).")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Checkpoints and logs (default: runs/<name of --out>).")
-@click.option("--N", "n", type=int, help="Hyperprior: transform channels.")
-@click.option("--M", "m", type=int, help="Latent channels.")
+@click.option("--N", "n", type=int,
+              help="Hyperprior: transform channels (new models: 64; Minnen et al.: 128).")
+@click.option("--M", "m", type=int, help="Latent channels (new hyperprior models: 128).")
 @click.option("--latent-gain", type=float, default=None,
-              help="Hyperprior, new models: fixed gain on the latents (try 16: y then starts "
-                   "near unit scale, see README). A warm start keeps its model's gain.")
-def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, alpha_r,
-          low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m, latent_gain):
+              help="Hyperprior: fixed gain on the latents, so y starts near unit scale "
+                   "(new models: 16; 1 = none). A warm start keeps its model's size and gain.")
+def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_start, alpha,
+          alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
+          latent_gain):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
-    warm-up, constant, cosine decay to 1/100 over the last 40% of the run.
+    warm-up, constant, cosine decay to 1/100 from --decay-start to the end of the run.
     """
     from . import train as T
 
@@ -262,9 +266,9 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, alpha, 
     args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain)) if v}
     run = run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)))
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
-            warmup=warmup, alpha=(a0, a1), alpha_r=ar, low_variance=low_variance,
-            minutes=minutes, init_from=init_from, resume=resume, seed=seed,
-            bf16=bf16, model_args=args, export=False)
+            warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,
+            low_variance=low_variance, minutes=minutes, init_from=init_from, resume=resume,
+            seed=seed, bf16=bf16, model_args=args, export=False)
     from .export import export_model
     card = export_model(run, out)
     click.echo(f"exported {out}: kodak bpp {card.get('kodak_bpp')} PSNR {card.get('kodak_psnr')}")

@@ -85,5 +85,7 @@ def find_by_name(name):
     path = os.path.join(models_dir(), name)
     if os.path.sep in name or name in (".", "..") or not os.path.exists(
             os.path.join(path, "model.json")):
-        raise CodecError(f"file needs model {name!r}, which is not installed")
+        raise CodecError(f"file needs model {name!r}, which is not installed in {models_dir()} "
+                         "(an older uqcodec shipped it: copy its directory there, or set "
+                         "UQCODEC_MODELS)")
     return path
