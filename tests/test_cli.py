@@ -55,6 +55,20 @@ def test_models_json():
             assert k in c
         assert c["arch"] in ("linear", "hyperprior") and c["training"] in ("un", "sr")
     assert run_cli("models").returncode == 0
+    # the shipped ladders: hyperprior sr >= 5 lambdas, un >= 3 of the same, linear 4 + 4,
+    # every model measured on Kodak, rate growing with lambda
+    ladders = {}
+    for c in cards:
+        ladders.setdefault((c["arch"], c["training"]), []).append(c)
+    need = {("hyperprior", "sr"): 5, ("hyperprior", "un"): 3, ("linear", "sr"): 4,
+            ("linear", "un"): 4}
+    for key, n in need.items():
+        lad = sorted(ladders.get(key, []), key=lambda c: c["lambda"])
+        assert len({c["lambda"] for c in lad}) >= n, key
+        bpp = [c["kodak_bpp"] for c in lad]
+        assert None not in bpp and bpp == sorted(bpp), key
+    sr = {c["lambda"] for c in ladders[("hyperprior", "sr")]}
+    assert {c["lambda"] for c in ladders[("hyperprior", "un")]} <= sr
 
 
 def test_help_is_fast_and_clean():
