@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time to quality: Kodak bpp/PSNR after a fixed wall-time budget, textbook recipe vs ours.
 
-    python scripts/time_to_quality.py --minutes 60 --out runs/ttq [--recipes textbook,fast]
+    python scripts/time_to_quality.py --minutes 60 --out runs/ttq [--recipes textbook,ours,fast]
                                       [--alone] [--data DIR] [--kodak DIR]
 
 The recipes train the hyperprior (additive noise, lambda 0.01, 128x128 crops,
@@ -28,12 +28,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from uqcodec.train import NEW_MODEL  # noqa: E402  (no TensorFlow at import)
+
 BIG = {"N": 128, "M": 192, "latent_gain": 1.0}
 RECIPES = {
     "textbook": dict(lr=1e-4, warmup=0, decay_start=1.0, clip=None, model_args=BIG),
     "ours": dict(lr=5e-4, warmup=1000, decay_start=0.6, clip=1.0, model_args=BIG),
     "fast": dict(lr=5e-4, warmup=1000, decay_start=0.6, clip=1.0,
-                 model_args={"N": 64, "M": 128, "latent_gain": 16.0}),
+                 model_args=dict(NEW_MODEL["hyperprior"])),
 }
 
 
@@ -50,7 +52,7 @@ def main():
     ap.add_argument("--out", default=os.path.join("runs", "ttq"))
     ap.add_argument("--data", default=None)
     ap.add_argument("--kodak", default=os.path.join(ROOT, "..", "shared", "data", "kodak"))
-    ap.add_argument("--recipes", default="textbook,ours",
+    ap.add_argument("--recipes", default="textbook,fast",
                     help="comma-separated: " + ", ".join(RECIPES))
     ap.add_argument("--alone", action="store_true",
                     help="one recipe after the other, each with all cores")
