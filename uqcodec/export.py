@@ -10,11 +10,11 @@ CARD_FIELDS = ("name", "arch", "training", "lambda", "steps", "kodak_bpp", "koda
 
 def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     """run_dir (train.json + weights.npz) -> out_dir (model.json, weights.npz, tables.npz)."""
-    from .model import CompressionModel, save_model_dir
+    from .model import SIZE_KEYS, CompressionModel, save_model_dir
     with open(os.path.join(run_dir, "train.json")) as f:
         state = json.load(f)
-    config = {k: state[k] for k in ("arch", "training", "lambda", "N", "M", "stride", "kernel",
-                                    "alpha", "alpha_r", "latent_gain") if k in state}
+    config = {k: state[k] for k in ("arch", "training", "lambda", "alpha", "alpha_r") + SIZE_KEYS
+              if k in state}
     model = CompressionModel(config)
     model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
     name = name or os.path.basename(os.path.normpath(out_dir))

@@ -23,6 +23,8 @@ DEFAULTS = {
     "hyperprior": {"N": 128, "M": 192},
 }
 PAD_MULTIPLE = {"linear": None, "hyperprior": 64}
+# Config keys that fix the shape of a model's weights (a warm start or resume must keep them).
+SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain")
 
 
 def full_config(config):

@@ -66,7 +66,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     from . import _tf
     tf, tfc = _tf.load()
     from . import data as D
-    from .model import CompressionModel
+    from .model import SIZE_KEYS, CompressionModel
 
     tf.random.set_seed(seed)
     os.makedirs(out, exist_ok=True)
@@ -74,17 +74,18 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     config.update(model_args or {})
     init_steps = init_wall = 0
     state_path = os.path.join(out, "train.json")
+    state = {"wall_seconds": 0.0}
     resumed = resume and os.path.exists(state_path)
     if resumed:  # the run's own size, whatever today's defaults
         with open(state_path) as f:
-            saved = json.load(f)
-        for k in ("N", "M", "stride", "kernel", "latent_gain"):
-            if saved.get(k) is not None:
-                config.setdefault(k, saved[k])
+            state = json.load(f)
+        for k in SIZE_KEYS:
+            if state.get(k) is not None:
+                config.setdefault(k, state[k])
     if init_from:
         with open(os.path.join(init_from, "model.json")) as f:
             base = json.load(f)
-        for k in ("N", "M", "stride", "kernel", "latent_gain"):
+        for k in SIZE_KEYS:
             if k in base:
                 config.setdefault(k, base[k])
         init_steps = base.get("steps") or 0
@@ -101,10 +102,6 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out, "ckpt"), max_to_keep=2)
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
-    state = {"wall_seconds": 0.0}
-    if resume and os.path.exists(state_path):
-        with open(state_path) as f:
-            state = json.load(f)
     a_start, a_end = alpha
     r_start, r_end = alpha_r or alpha
     images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
