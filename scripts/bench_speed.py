@@ -33,8 +33,7 @@ sys.path.insert(0, ROOT)
 def family_default(arch):
     """The middle of the family's ladder (one model per lambda, soft rounding preferred)."""
     from uqcodec import zoo
-    lad = zoo.ladder(arch)
-    return lad[(len(lad) - 1) // 2] if lad else None
+    return zoo.middle(arch)
 
 
 # --- FLOPs ---------------------------------------------------------------------------------

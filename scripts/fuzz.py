@@ -36,11 +36,10 @@ EXTREMES = (0, 1, 2, 7, 8, 63, 64, 65, 255, 256, 1023, 1024, 2047, 2048, 2049, 4
 def _shipped(arch, training):
     """Name of a shipped model of the family and training mode (the middle of its ladder)."""
     from uqcodec import zoo
-    cards = [c for c in zoo.list_models() if c.get("arch") == arch
-             and c.get("training") == training]
-    if not cards:
+    card = zoo.middle(arch, training)
+    if card is None:
         raise SystemExit(f"no shipped {arch} {training} model")
-    return cards[(len(cards) - 1) // 2]["name"]
+    return card["name"]
 
 
 def base_files():

@@ -17,15 +17,12 @@ def load(name):
 
 
 def shipped(arch):
-    """A shipped model of the family: the default for hyperprior, soft rounding for linear."""
+    """A shipped model of the family: the middle of its ladder (the default for hyperprior)."""
     from uqcodec import zoo
-    if arch == "hyperprior" and zoo.ladder():
-        return os.path.basename(zoo.resolve())
-    cards = [c for c in zoo.list_models() if c["arch"] == arch]
-    if not cards:
+    card = zoo.middle(arch)
+    if card is None:
         pytest.skip(f"no shipped {arch} model")
-    sr = [c for c in cards if c["training"] == "sr"]
-    return (sr or cards)[0]["name"]
+    return card["name"]
 
 
 @pytest.fixture(params=["linear", "hyperprior"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, ROOT, run_cli, shipped
+from conftest import DATA, run_cli, shipped
 
 
 def one_line_error(r):

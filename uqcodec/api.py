@@ -2,7 +2,6 @@
 import os
 import sys
 
-import numpy as np
 
 from . import container, imageio
 from .errors import CodecError

@@ -43,18 +43,27 @@ def list_models():
                                         c.get("kodak_bpp") or 0, c["name"]))
 
 
-def ladder(arch=None):
+def ladder(arch=None, training=None):
     """Models of ``arch`` (default: the default family, or all models when it has none)
-    from low to high rate: one per lambda, soft rounding preferred."""
+    from low to high rate: one per lambda, soft rounding preferred (only ``training``
+    models when given)."""
     cards = [c for c in list_models() if c.get("arch") == (arch or DEFAULT_ARCH)]
     if not cards and arch is None:
         cards = list_models()
+    if training:
+        cards = [c for c in cards if c.get("training") == training]
     best = {}
     for c in cards:
         key = c.get("lambda")
         if key not in best or (c.get("training") == "sr" and best[key].get("training") != "sr"):
             best[key] = c
     return sorted(best.values(), key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
+
+
+def middle(arch=None, training=None):
+    """The card in the middle of a ladder (the default model of a family), or None."""
+    lad = ladder(arch, training)
+    return lad[(len(lad) - 1) // 2] if lad else None
 
 
 def resolve(model=None, quality=None):
@@ -66,7 +75,7 @@ def resolve(model=None, quality=None):
         if not lad:
             raise CodecError(f"no models found in {models_dir()}")
         if quality is None:
-            return lad[(len(lad) - 1) // 2]["path"]
+            return middle()["path"]
         if not 1 <= quality <= len(lad):
             raise CodecError(f"quality must be between 1 and {len(lad)}")
         return lad[quality - 1]["path"]

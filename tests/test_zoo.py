@@ -1,0 +1,44 @@
+"""The model zoo: ladders, the default model and --quality, on a models folder of cards."""
+import json
+import os
+
+import pytest
+
+from uqcodec import zoo
+from uqcodec.errors import CodecError
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    cards = [("hp-sr-0.01", "hyperprior", "sr", 0.01, 0.5), ("hp-un-0.01", "hyperprior", "un", 0.01, 0.6),
+             ("hp-sr-0.1", "hyperprior", "sr", 0.1, 1.2), ("hp-un-0.03", "hyperprior", "un", 0.03, 0.9),
+             ("hp-sr-0.001", "hyperprior", "sr", 0.001, 0.2), ("lin-un-0.01", "linear", "un", 0.01, 1.0)]
+    for name, arch, training, lmbda, bpp in cards:
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "model.json").write_text(json.dumps(
+            {"name": name, "arch": arch, "training": training, "lambda": lmbda, "kodak_bpp": bpp}))
+    monkeypatch.setenv("UQCODEC_MODELS", str(tmp_path))
+    return tmp_path
+
+
+def names(cards):
+    return [c["name"] for c in cards]
+
+
+def test_ladder_one_model_per_lambda_sr_preferred(models):
+    assert names(zoo.ladder()) == ["hp-sr-0.001", "hp-sr-0.01", "hp-un-0.03", "hp-sr-0.1"]
+    assert names(zoo.ladder("hyperprior", "un")) == ["hp-un-0.01", "hp-un-0.03"]
+    assert names(zoo.ladder("linear")) == ["lin-un-0.01"]
+    assert zoo.ladder("linear", "sr") == []
+
+
+def test_default_is_the_middle_and_quality_counts_up(models):
+    assert zoo.middle()["name"] == "hp-sr-0.01"
+    assert zoo.middle("hyperprior", "un")["name"] == "hp-un-0.01"
+    assert zoo.middle("linear", "sr") is None
+    assert os.path.basename(zoo.resolve()) == "hp-sr-0.01"
+    assert [os.path.basename(zoo.resolve(quality=q)) for q in (1, 4)] == ["hp-sr-0.001", "hp-sr-0.1"]
+    with pytest.raises(CodecError, match="between 1 and 4"):
+        zoo.resolve(quality=5)
+    with pytest.raises(CodecError, match="unknown model"):
+        zoo.resolve("hp-sr-0.3")
