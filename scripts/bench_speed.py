@@ -30,12 +30,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def family_default(arch):
-    """The middle of the family's ladder (one model per lambda, soft rounding preferred)."""
-    from uqcodec import zoo
-    return zoo.middle(arch)
-
-
 # --- FLOPs ---------------------------------------------------------------------------------
 def layer_flops(layer, shape):
     """(FLOPs, output shape (h, w, c)) of one Keras layer; a multiply-add counts as 2."""
@@ -200,7 +194,8 @@ def main():
     if args.models:
         cards = [zoo.read_card(zoo.resolve(n)) for n in args.models.split(",")]
     else:
-        cards = [c for c in (family_default(a) for a in ("hyperprior", "linear")) if c]
+        # the default of each family: the middle of its ladder
+        cards = [c for c in (zoo.middle(a) for a in ("hyperprior", "linear")) if c]
     results = [{"name": c["name"]} for c in cards]
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,13 +24,9 @@ sys.path.insert(0, ROOT)
 KODAK = os.path.join(ROOT, "..", "shared", "data", "kodak")
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
-
-
 def measure(codec, images):
     """(PSNR without quantization, PSNR with rounded latents), means over images."""
+    from uqcodec.metrics import psnr
     no_q, rounded = [], []
     for rgb in images:
         h, w = rgb.shape[:2]

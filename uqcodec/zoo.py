@@ -62,7 +62,10 @@ def ladder(arch=None, training=None):
 
 def middle(arch=None, training=None):
     """The card in the middle of a ladder (the default model of a family), or None."""
-    lad = ladder(arch, training)
+    return _middle_of(ladder(arch, training))
+
+
+def _middle_of(lad):
     return lad[(len(lad) - 1) // 2] if lad else None
 
 
@@ -75,7 +78,7 @@ def resolve(model=None, quality=None):
         if not lad:
             raise CodecError(f"no models found in {models_dir()}")
         if quality is None:
-            return middle()["path"]
+            return _middle_of(lad)["path"]
         if not 1 <= quality <= len(lad):
             raise CodecError(f"quality must be between 1 and {len(lad)}")
         return lad[quality - 1]["path"]
