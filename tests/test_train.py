@@ -110,3 +110,47 @@ def test_latent_gain_scales_the_latents_only():
     np.testing.assert_allclose(gained.analysis(x).numpy(), 4.0 * y, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gained.synthesis(tf.constant(4.0 * y)).numpy(),
                                base.synthesis(tf.constant(y)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_widened_model_computes_what_the_small_one_did(tmp_path, crop):
+    """Warm start into a larger hyperprior: the old latents, their means and scales and
+    the reconstruction are unchanged, the new latents start near zero, and training
+    and coding work on the grown model."""
+    import tensorflow as tf
+    from uqcodec import train
+    from uqcodec.export import export_model
+    from uqcodec.model import CompressionModel
+    from uqcodec.widen import NEW_STD, widen
+    kw = dict(data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
+              log_every=1000)
+    train.train("hyperprior", "un", 0.01, str(tmp_path / "a"), steps=3,
+                model_args={"N": 16, "M": 24, "latent_gain": 4.0}, **kw)
+    small_dir = str(tmp_path / "A")
+    export_model(str(tmp_path / "a"), small_dir, measure=False)
+    small = CompressionModel({"arch": "hyperprior", "N": 16, "M": 24, "latent_gain": 4.0})
+    small.load_weights_npz(small_dir + "/weights.npz")
+    big = CompressionModel({"arch": "hyperprior", "N": 24, "M": 40, "latent_gain": 4.0})
+    x = tf.constant(crop[None, :128, :128].astype("float32") / 255.0)
+    widen(small, big, x)
+    y0, y1 = small.analysis(x), big.analysis(x)
+    np.testing.assert_allclose(y1[..., :24], y0, atol=1e-4)
+    assert 0 < float(tf.math.reduce_std(y1[..., 24:])) < 2 * NEW_STD
+    z = tf.round(small.hyper_analysis(y0))
+    m0, s0 = small.hyper_synthesis.mean_log_scale(z)
+    m1, s1 = big.hyper_synthesis.mean_log_scale(
+        tf.concat([z, tf.zeros(z.shape[:-1] + (8,))], -1))
+    np.testing.assert_allclose(m1[..., :24], m0, atol=1e-4)
+    np.testing.assert_allclose(s1[..., :24], s0, atol=1e-4)
+    yq = tf.round(y0)
+    np.testing.assert_allclose(big.synthesis(tf.concat([yq, tf.zeros(yq.shape[:-1] + (16,))], -1)),
+                               small.synthesis(yq), atol=1e-4)
+    state = train.train("hyperprior", "sr", 0.01, str(tmp_path / "b"), steps=2,
+                        init_from=small_dir, model_args={"N": 24, "M": 40}, **kw)
+    assert (state["N"], state["M"], state["latent_gain"]) == (24, 40, 4.0)
+    out = str(tmp_path / "B")
+    export_model(str(tmp_path / "b"), out, measure=False)
+    data, info = uqcodec.compress_with_info(crop, model=out, seed=3, reconstruct=True)
+    np.testing.assert_array_equal(uqcodec.decompress(data, model=out), info["reconstruction"])
+    with pytest.raises(ValueError, match="can only grow"):
+        train.train("hyperprior", "un", 0.01, str(tmp_path / "c"), steps=1, init_from=small_dir,
+                    model_args={"N": 8}, **kw)

@@ -50,6 +50,27 @@ def run_fraction(step, steps, wall_seconds, minutes=None):
     return min(1.0, frac)
 
 
+def _warm_start(model, init_from, base, picture):
+    """Load the weights of model directory ``init_from`` (card ``base``) into ``model``;
+    a smaller hyperprior is first widened to the model's N and M (uqcodec.widen)."""
+    from .model import SIZE_KEYS, CompressionModel
+    weights = os.path.join(init_from, "weights.npz")
+    grow = [k for k in SIZE_KEYS if k in base and model.config.get(k) != base[k]]
+    if not grow:
+        model.load_weights_npz(weights)
+        return
+    if (model.arch != "hyperprior" or set(grow) - {"N", "M"}
+            or any(model.config[k] < base[k] for k in grow)):
+        raise ValueError(f"--init-from {init_from}: cannot change "
+                         + ", ".join(f"{k} {base[k]} -> {model.config.get(k)}" for k in grow)
+                         + " (a hyperprior can only grow N and M)")
+    from .widen import widen
+    small = CompressionModel({k: base[k] for k in ("arch", "training", "lambda") + SIZE_KEYS
+                              if k in base})
+    small.load_weights_npz(weights)
+    widen(small, model, picture[None, :256, :256].astype("float32") / 255.0)
+
+
 def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
           warmup=1000, decay_start=0.6, clip=1.0, alpha=(1.0, 8.0), alpha_ramp=1.0,
           alpha_r=None, low_variance=True, minutes=None,
@@ -94,8 +115,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         for k, v in NEW_MODEL[arch].items():
             config.setdefault(k, v)
     model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
+    images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
     if init_from:
-        model.load_weights_npz(os.path.join(init_from, "weights.npz"))
+        _warm_start(model, init_from, base, images[0])
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
     ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var)
@@ -104,7 +126,6 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         ckpt.restore(manager.latest_checkpoint)
     a_start, a_end = alpha
     r_start, r_end = alpha_r or alpha
-    images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
     ds = iter(D.dataset(tf, images, patch, batch, seed=seed + int(step_var.numpy())))
     writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
     variables = model.trainable_variables

@@ -1,0 +1,92 @@
+"""Grow a trained hyperprior model to more channels (N, M) without changing what it computes.
+
+Used by ``uqcodec train --init-from MODEL --N .. --M ..`` when MODEL is smaller: every
+old weight is copied; new units get small random incoming weights (so they carry
+signal and can learn) and zero outgoing weights (so the old outputs never see them).
+New latent channels predict mean 0 at the smallest scale, new hyper-latent channels
+copy the prior of the most peaked old channel, new GDN channels get the default
+init (beta 1, gamma 0.1 I) without cross terms. New latents and hyper-latents start
+near zero (std ``NEW_STD`` on a natural picture), so they cost little rate until
+they learn to carry something; the reconstruction from the old latents is unchanged.
+"""
+import numpy as np
+
+NEW_STD = 0.05
+
+
+def _out_index(layer, n_old, m_old, m_new):
+    """New positions of a layer's old output channels."""
+    if layer == "hyper_synthesis/conv2":  # [mean (M) | log_scale (M)]
+        return np.r_[np.arange(m_old), m_new + np.arange(m_old)]
+    return np.arange(n_old)
+
+
+def widen_weights(old_w, fresh_w, m_old, m_new, log_scale_min, peaked_channel, rng):
+    """{name: array} of the grown model from the old weights and a fresh init."""
+    out = {}
+    for name, fresh in fresh_w.items():
+        old = old_w[name].astype(np.float32)
+        layer = name.rsplit("/", 1)[0]
+        if name.startswith("factorized/"):  # (channels, ...) per hyper-latent channel
+            a = np.repeat(old[peaked_channel:peaked_channel + 1], fresh.shape[0], axis=0)
+            a[:old.shape[0]] = old
+        elif name.endswith("/kernel"):
+            transpose = "deconv" in layer  # Conv2DTranspose kernels are (k, k, out, in)
+            a = old.transpose(0, 1, 3, 2) if transpose else old
+            shape = fresh.shape[:2] + ((fresh.shape[3], fresh.shape[2]) if transpose
+                                       else fresh.shape[2:])
+            new = rng.normal(0.0, 0.5 * a.std(), size=shape).astype(np.float32)
+            if layer == "hyper_synthesis/conv2":
+                new[:] = 0.0  # new means and log-scales start as constants (the biases)
+            oi = _out_index(layer, a.shape[3], m_old, m_new)
+            new[:, :, a.shape[2]:, :][..., oi] = 0.0  # old outputs never see new inputs
+            new[:, :, :a.shape[2], oi] = a
+            a = new.transpose(0, 1, 3, 2) if transpose else new
+        elif name.endswith("/bias"):
+            a = np.zeros(fresh.shape, np.float32)
+            if layer == "hyper_synthesis/conv2":
+                a[m_new:] = log_scale_min
+            a[_out_index(layer, old.shape[0], m_old, m_new)] = old
+        elif name.endswith("reparam_beta") or name.endswith("reparam_gamma"):
+            a = fresh.copy()  # beta 1, gamma 0.1 on the diagonal, zero elsewhere
+            a[tuple(slice(0, n) for n in old.shape)] = old
+        else:
+            raise ValueError(f"do not know how to widen {name}")
+        if a.shape != fresh.shape:
+            raise ValueError(f"{name}: widened to {a.shape}, expected {fresh.shape}")
+        out[name] = a
+    return out
+
+
+def widen(old, new, sample, seed=0):
+    """Set the weights of ``new`` (a larger, built CompressionModel) from ``old``.
+
+    ``sample``: a float32 batch (1, H, W, 3) in [0, 1] of a natural picture, on which
+    the new latents and hyper-latents are scaled to std NEW_STD.
+    """
+    from . import _tf, priors, transforms
+    tf, _ = _tf.load()
+    n_old, m_old = old.config["N"], old.config["M"]
+    n_new, m_new = new.config["N"], new.config["M"]
+    if old.arch != "hyperprior" or new.arch != "hyperprior" or n_new < n_old or m_new < m_old:
+        raise ValueError("widen: needs two hyperprior models, the new one at least as large")
+    ones = tf.ones((1, n_old))
+    peaked = int(np.argmax(priors.factorized_bin_prob(old.factorized, -0.5 * ones,
+                                                      0.5 * ones).numpy()[0]))
+    old_w = {k: v.numpy() for k, v in old.named_variables().items()}
+    fresh_w = {k: v.numpy() for k, v in new.named_variables().items()}
+    w = widen_weights(old_w, fresh_w, m_old, m_new, transforms.LOG_SCALE_MIN, peaked,
+                      np.random.default_rng(seed))
+    variables = new.named_variables()
+    for k, v in variables.items():
+        v.assign(w[k])
+    x = tf.convert_to_tensor(sample, tf.float32)
+    for layer, width, fn in (("analysis/conv3", m_old, lambda: new.analysis(x)),
+                             ("hyper_analysis/conv2", n_old,
+                              lambda: new.hyper_analysis(new.analysis(x)))):
+        if fn().shape[-1] == width:
+            continue
+        std = float(tf.math.reduce_std(fn()[..., width:]))
+        k = variables[layer + "/kernel"]
+        k.assign(tf.concat([k[..., :width], k[..., width:] * (NEW_STD / max(std, 1e-9))], -1))
+    return new
