@@ -65,8 +65,7 @@ def _warm_start(model, init_from, base, picture):
                          + ", ".join(f"{k} {base[k]} -> {model.config.get(k)}" for k in grow)
                          + " (a hyperprior can only grow N and M)")
     from .widen import widen
-    small = CompressionModel({k: base[k] for k in ("arch", "training", "lambda") + SIZE_KEYS
-                              if k in base})
+    small = CompressionModel(base)  # a card is a config (as codec.load uses it)
     small.load_weights_npz(weights)
     widen(small, model, picture[None, :256, :256].astype("float32") / 255.0)
 

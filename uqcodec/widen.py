@@ -74,19 +74,20 @@ def widen(old, new, sample, seed=0):
     peaked = int(np.argmax(priors.factorized_bin_prob(old.factorized, -0.5 * ones,
                                                       0.5 * ones).numpy()[0]))
     old_w = {k: v.numpy() for k, v in old.named_variables().items()}
-    fresh_w = {k: v.numpy() for k, v in new.named_variables().items()}
+    variables = new.named_variables()
+    fresh_w = {k: v.numpy() for k, v in variables.items()}
     w = widen_weights(old_w, fresh_w, m_old, m_new, transforms.LOG_SCALE_MIN, peaked,
                       np.random.default_rng(seed))
-    variables = new.named_variables()
     for k, v in variables.items():
         v.assign(w[k])
     x = tf.convert_to_tensor(sample, tf.float32)
+    # one layer after the other: the hyper-latents are measured on the rescaled latents
     for layer, width, fn in (("analysis/conv3", m_old, lambda: new.analysis(x)),
                              ("hyper_analysis/conv2", n_old,
                               lambda: new.hyper_analysis(new.analysis(x)))):
-        if fn().shape[-1] == width:
-            continue
-        std = float(tf.math.reduce_std(fn()[..., width:]))
-        k = variables[layer + "/kernel"]
-        k.assign(tf.concat([k[..., :width], k[..., width:] * (NEW_STD / max(std, 1e-9))], -1))
+        out = fn()
+        if out.shape[-1] > width:
+            std = float(tf.math.reduce_std(out[..., width:]))
+            k = variables[layer + "/kernel"]
+            k.assign(tf.concat([k[..., :width], k[..., width:] * (NEW_STD / max(std, 1e-9))], -1))
     return new
