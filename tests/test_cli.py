@@ -76,6 +76,12 @@ def test_help_is_fast_and_clean():
     assert r.returncode == 0 and "compress" in r.stdout and r.stderr == ""
 
 
+def test_version_is_the_code_version():
+    import uqcodec
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"uqcodec {uqcodec.__version__}"
+
+
 def test_quality_and_round_quantizer(encoded, tmp_path):
     _, src, _ = encoded
     r = run_cli("compress", str(src), "-o", str(tmp_path / "q.uq"), "--quality", "1",

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from . import __version__
 from .errors import CodecError
 
 
@@ -48,7 +49,7 @@ def _check_output(path, force):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="uqcodec", message="uqcodec %(version)s")
+@click.version_option(version=__version__, message="uqcodec %(version)s")
 def main():
     """uqcodec: learned image compression with universal quantization.
 
