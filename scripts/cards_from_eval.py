@@ -5,8 +5,9 @@
 
 Sets ``kodak_bpp`` / ``kodak_psnr`` / ``kodak_images`` (universal quantization)
 and, for ``un`` models measured with ``--paper``, ``kodak_round_bpp`` /
-``kodak_round_psnr`` (UN+Q) in each measured model's model.json, so that the
-cards, results/kodak and the README agree.
+``kodak_round_psnr`` (UN+Q) and, for curves measured with ``--refine N``,
+``kodak_refined_bpp`` / ``kodak_refined_psnr`` / ``kodak_refine_steps`` in each
+measured model's model.json, so that the cards, results/kodak and the README agree.
 """
 import json
 import os
@@ -23,6 +24,9 @@ def main():
         if curve.get("kind") != "model":
             continue
         suffix = {"uq": "", "round": "_round"}[curve["quantizer"]]
+        refine = curve.get("refine") or 0
+        if refine:
+            suffix += "_refined"
         for p in curve["points"]:
             path = os.path.join(zoo.resolve(p["setting"]), "model.json")
             with open(path) as f:
@@ -30,6 +34,8 @@ def main():
             card[f"kodak{suffix}_bpp"] = round(p["bpp"], 4)
             card[f"kodak{suffix}_psnr"] = round(p["psnr"], 3)
             card["kodak_images"] = p["images"]
+            if refine:
+                card["kodak_refine_steps"] = refine
             with open(path + ".tmp", "w") as f:
                 json.dump(card, f, indent=2, sort_keys=True)
                 f.write("\n")

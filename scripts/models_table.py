@@ -16,19 +16,21 @@ def main():
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
     print("| model | size | training | lambda | steps (this run) | wall (min) | steps/s | warm start "
-          "| Kodak bpp | Kodak PSNR (dB) | UN+Q bpp / PSNR |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| Kodak bpp | Kodak PSNR (dB) | UN+Q bpp / PSNR | refined bpp / PSNR |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in zoo.list_models():
         wall = c.get("wall_seconds")
         rate = c["steps"] / wall if wall else None
         rq = (f"{c['kodak_round_bpp']:.4f} / {c['kodak_round_psnr']:.2f}"
               if c.get("kodak_round_bpp") else "")
+        rr = (f"{c['kodak_refined_bpp']:.4f} / {c['kodak_refined_psnr']:.2f}"
+              if c.get("kodak_refined_bpp") else "")
         size = (f"N{c.get('N')}/M{c.get('M')}" if c.get("arch") == "hyperprior"
                 else f"M{c.get('M')}, {c.get('kernel')}x{c.get('kernel')}/{c.get('stride')}")
         print(f"| {c['name']} | {size} | {c['training']} | {c['lambda']} | {c['steps']} "
               f"({c.get('run_steps') or c['steps']}) | {f(wall and wall / 60, '.0f')} | "
               f"{f(rate, '.2f')} | {os.path.basename(c.get('init_from') or '') or '-'} | {f(c.get('kodak_bpp'), '.4f')} | "
-              f"{f(c.get('kodak_psnr'), '.2f')} | {rq} |")
+              f"{f(c.get('kodak_psnr'), '.2f')} | {rq} | {rr} |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from . import container, imageio
 from .errors import CodecError
 
 MAX_SEED = (1 << 64) - 1
+MAX_REFINE = 10000
 
 
 def _model_dir(model=None, quality=None):
@@ -14,9 +15,10 @@ def _model_dir(model=None, quality=None):
 
 
 def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=None,
-                       reconstruct=False, warn=None, tile=None):
+                       reconstruct=False, warn=None, tile=None, refine=0, progress=None):
     """Like ``compress`` but returns (bytes, info); info holds the model's rate in bits,
-    warnings and, with ``reconstruct``, the encoder-side reconstruction."""
+    warnings and, with ``reconstruct``, the encoder-side reconstruction.
+    ``progress(n)``: called after each refinement step."""
     from . import codec
     if quantizer not in container.QUANTIZERS:
         raise CodecError(f"unknown quantizer {quantizer!r} (choose uq or round)")
@@ -26,24 +28,30 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
         raise CodecError("seed must be an integer in [0, 2^64)")
     tile = container.DEFAULT_TILE if tile is None else int(tile)
     container.check_tile(tile)
+    if not 0 <= int(refine or 0) <= MAX_REFINE:
+        raise CodecError(f"refine must be 0..{MAX_REFINE} steps")
     rgb, mode, notes = imageio.read_image(image)
     container.check_size(*rgb.shape[:2])
     c = codec.load(_model_dir(model, quality))
-    data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile)
+    data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile,
+                          refine=int(refine or 0), progress=progress)
     info["warnings"] = notes
     info["model"] = c.name
     return data, info
 
 
-def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=None):
+def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=None, refine=0):
     """Compress an image (path, or HxWx3 / HxW uint8 array) to .uq bytes.
 
     ``model``: shipped model name or model directory (default: the middle of the
     default ladder); ``seed``: 64-bit dither seed (default: fresh from os.urandom);
     ``quantizer``: "uq" (universal quantization) or "round"; ``tile``: tile size in
-    pixels (default 1024; a multiple of 64, at most 2048), tiles are coded independently.
+    pixels (default 1024; a multiple of 64, at most 2048), tiles are coded independently;
+    ``refine``: steps of encoder-side latent optimization (slower encoding, smaller
+    files at the same quality; the decoder is unchanged).
     """
-    data, info = compress_with_info(image, model, seed, quantizer, quality, tile=tile)
+    data, info = compress_with_info(image, model, seed, quantizer, quality, tile=tile,
+                                    refine=refine)
     for n in info["warnings"]:
         print(f"uqcodec: warning: {n}", file=sys.stderr)
     return data

@@ -88,6 +88,7 @@ class Codec:
         from .model import pad_multiple
         self.multiple = pad_multiple(self.model.config)
         self.transform_seconds = 0.0  # time spent in TensorFlow (for benchmarks)
+        self._refiner = None
         m = self.model
         spec = lambda c: tf.TensorSpec([1, None, None, c], tf.float32)  # noqa: E731
         self._analysis = tf.function(m.analysis.call, input_signature=[spec(3)])
@@ -104,6 +105,17 @@ class Codec:
                 getattr(self, name).get_concrete_function()
 
     # --- helpers ---------------------------------------------------------------
+    @property
+    def refiner(self):
+        """Encoder-side latent refinement for this model (built on first use)."""
+        if self._refiner is None:
+            from .refine import Refiner
+            if not self.card.get("lambda"):
+                raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
+            self._refiner = Refiner(self.model, self.card["lambda"], self.alpha, self.alpha_r,
+                                    mean_step=entropy.MEAN_STEP)
+        return self._refiner
+
     def _sr(self, x):
         return Q.soft_round(x, self.alpha)
 
@@ -137,16 +149,24 @@ class Codec:
 
     # --- encode ----------------------------------------------------------------
     def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False,
-               tile=container.DEFAULT_TILE, version=container.VERSION):
+               tile=container.DEFAULT_TILE, version=container.VERSION, refine=0,
+               progress=None):
         """HxWx3 uint8 -> (file bytes, info). info has the model's rate in bits
         (sum of -log2 P(k|u) with unsnapped parameters) and, when asked, the
         encoder-side reconstruction.
+
+        ``refine``: steps of encoder-side latent optimization per tile (see
+        ``refine.py``; 0 = the analysis transform's latents as they are);
+        ``progress(n)`` is called after each of them.
 
         The image is coded in independent ``tile`` x ``tile`` tiles (row-major), each
         with its own dither (``Dither(seed, index)``) and its own streams, so memory
         is bounded by the tile size. ``version=1`` writes a version-1 file (one tile
         covering the image; only for regenerating test files)."""
         h, w = rgb.shape[:2]
+        if refine and self.arch != "hyperprior":
+            raise CodecError(f"model {self.name} is linear: refinement is implemented for "
+                             "hyperprior models only")
         if version == 1:
             tile = 0
             container.check_size(h, w, 1)
@@ -161,7 +181,7 @@ class Codec:
         recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
         for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
             s, bits, r = self._encode_tile(rgb[t:t + th, l:l + tw], Q.Dither(seed, i),
-                                           quantizer, reconstruct)
+                                           quantizer, reconstruct, (refine, seed, i, progress))
             streams += s
             rate += bits
             if reconstruct:
@@ -173,18 +193,30 @@ class Codec:
             info["reconstruction"] = recon
         return container.pack(header, streams), info
 
-    def _encode_tile(self, rgb, dither, quantizer, reconstruct):
+    def _encode_tile(self, rgb, dither, quantizer, reconstruct, refine=(0, 0, 0, None)):
         """One tile -> (streams, rate in bits, reconstruction or None)."""
         h, w = rgb.shape[:2]
         m = self.multiple
         H, W = -(-h // m) * m, -(-w // m) * m
         x = np.pad(rgb, ((0, H - h), (0, W - w), (0, 0)), mode="edge").astype(np.float64) / 255.0
         y = self._run(self._analysis, x)
+        z = self._run(self._hyper_analysis, y) if self.arch == "hyperprior" else None
+        steps, seed, index, progress = refine
+        if steps:
+            t = time.perf_counter()
+            if quantizer == "uq":  # the dither this tile will use (same draws, same order)
+                d = Q.Dither(seed, index)
+                u_z = d.levels(z.shape)[1]
+                u_y = d.continuous(y.shape)
+            else:  # rounding (y around its predicted mean)
+                u_z = u_y = None
+            y, z, _ = self.refiner(x, y, z, u_y, u_z, steps, seed=(int(seed), index),
+                                   valid=(h, w), progress=progress)
+            self.transform_seconds += time.perf_counter() - t
         del x
         esc = entropy.EscapeWriter()
         streams = []
         if self.arch == "hyperprior":
-            z = self._run(self._hyper_analysis, y)
             z_dec, kz, rows_z, zstream = self._encode_factorized(z, dither, quantizer, esc)
             streams.append(zstream)
             mean, log_scale = self._hyper(z_dec)

@@ -41,9 +41,11 @@ def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
     return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(files)}
 
 
-def curve_name(arch, training, quantizer):
-    """'hyperprior UN+UQ+SR': family + the paper's name of training and quantizer."""
-    return f"{arch} {PAPER_NAMES.get((training, quantizer), f'{training}+{quantizer}')}"
+def curve_name(arch, training, quantizer, refine=0):
+    """'hyperprior UN+UQ+SR': family + the paper's name of training and quantizer
+    (+ ', refined N' for encoder-side refinement with N steps)."""
+    name = f"{arch} {PAPER_NAMES.get((training, quantizer), f'{training}+{quantizer}')}"
+    return name + (f", refined {refine}" if refine else "")
 
 
 def select_models(spec):
@@ -56,12 +58,16 @@ def select_models(spec):
     return [zoo.read_card(zoo.resolve(n.strip())) for n in spec.split(",") if n.strip()]
 
 
-def plan(cards, paper=False):
-    """(card, quantizer) pairs: every model with 'uq'; with ``paper`` also the 'un'
-    models with 'round' (UN+Q)."""
-    out = [(c, "uq") for c in cards]
+def plan(cards, paper=False, refine=0):
+    """(card, quantizer, refine steps) settings: every model with 'uq'; with ``paper``
+    also the 'un' models with 'round' (UN+Q); with ``refine`` also the hyperprior 'sr'
+    models with that many steps of encoder-side refinement."""
+    out = [(c, "uq", 0) for c in cards]
     if paper:
-        out += [(c, "round") for c in cards if c.get("training") == "un"]
+        out += [(c, "round", 0) for c in cards if c.get("training") == "un"]
+    if refine:
+        out += [(c, "uq", refine) for c in cards
+                if c.get("arch") == "hyperprior" and c.get("training") == "sr"]
     return out
 
 
@@ -71,7 +77,8 @@ def _timed(fn, *args, **kw):
     return out, time.perf_counter() - t
 
 
-COLUMNS = ("image", "curve", "kind", "setting", "arch", "training", "quantizer", "quality",
+COLUMNS = ("image", "curve", "kind", "setting", "arch", "training", "quantizer", "refine",
+           "quality",
            "lambda", "steps", "width", "height", "bytes", "bpp", "psnr", "ms_ssim", "encode_s",
            "decode_s")
 
@@ -88,17 +95,18 @@ def _row(name, img, rgb, data, out, enc_s, dec_s, meta):
     return row
 
 
-def _warm_up(path, quantizer):
+def _warm_up(path, quantizer, refine=0):
     """Trace the model's TensorFlow functions once, outside the timed loop."""
     from . import api
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    data, _ = api.compress_with_info(rgb, model=path, seed=0, quantizer=quantizer)
+    data, _ = api.compress_with_info(rgb, model=path, seed=0, quantizer=quantizer,
+                                     refine=min(refine, 2))
     api.decompress(data, model=path, rgb=True)
 
 
 def evaluate(files, settings, classics, seed=1, progress=True):
-    """Rows (dicts) of per-image results. ``settings``: (card, quantizer) pairs;
+    """Rows (dicts) of per-image results. ``settings``: (card, quantizer, refine);
     ``classics``: baselines.Classic objects. Image i uses dither seed ``seed + i``."""
     from tqdm import tqdm
 
@@ -107,21 +115,24 @@ def evaluate(files, settings, classics, seed=1, progress=True):
     bar = tqdm(total=total, unit="code", disable=not progress, dynamic_ncols=True)
     rows = []
     try:
-        for card, quantizer in settings:
+        for card, quantizer, refine in settings:
             bar.set_description(f"loading {card['name']}")
-            _warm_up(card["path"], quantizer)
+            _warm_up(card["path"], quantizer, refine)
         for i, f in enumerate(files):
             rgb, _, _ = imageio.read_image(f)
-            for card, quantizer in settings:
-                bar.set_description(f"{os.path.basename(f)} {card['name']} {quantizer}")
+            for card, quantizer, refine in settings:
+                bar.set_description(f"{os.path.basename(f)} {card['name']} {quantizer}"
+                                    + (f" refine {refine}" if refine else ""))
                 (data, _), enc = _timed(api.compress_with_info, rgb, model=card["path"],
-                                        seed=seed + i, quantizer=quantizer)
+                                        seed=seed + i, quantizer=quantizer, refine=refine)
                 out, dec = _timed(api.decompress, data, model=card["path"], rgb=True)
-                rows.append(_row(curve_name(card.get("arch"), card.get("training"), quantizer),
+                rows.append(_row(curve_name(card.get("arch"), card.get("training"), quantizer,
+                                            refine),
                                  f, rgb, data, out, enc, dec,
                                  {"kind": "model", "setting": card["name"],
                                   "arch": card.get("arch"), "training": card.get("training"),
-                                  "quantizer": quantizer, "lambda": card.get("lambda"),
+                                  "quantizer": quantizer, "refine": refine,
+                                  "lambda": card.get("lambda"),
                                   "steps": card.get("steps")}))
                 bar.update()
             for c in classics:
@@ -161,6 +172,7 @@ def curves(rows):
             point["quality"] = r0["quality"]
         c = out.setdefault(name, {"name": name, "kind": r0["kind"], "arch": r0["arch"],
                                   "training": r0["training"], "quantizer": r0["quantizer"],
+                                  "refine": r0.get("refine") or 0,
                                   "points": [], "dropped": []})
         c["points"].append(point)
     for c in out.values():
@@ -177,7 +189,7 @@ def curves(rows):
 
 
 def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, force=False,
-        seed=1, limit=None, anchors=None, progress=True, warn=print):
+        seed=1, limit=None, anchors=None, progress=True, warn=print, refine=0):
     """The ``uqcodec eval`` command: measure, then write per_image.csv, summary.json,
     rd.png, bdrate.csv (and paper.md with ``paper``) into ``out``. Returns the summary."""
     import platform
@@ -218,7 +230,8 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
             skipped.append(f"published curves: {anchors} not found")
     t0 = time.perf_counter()
     try:
-        rows = evaluate(files, plan(cards, paper), classics, seed=seed, progress=progress)
+        rows = evaluate(files, plan(cards, paper, refine), classics, seed=seed,
+                        progress=progress)
     finally:
         for c in classics:
             getattr(c, "close", lambda: None)()
@@ -229,6 +242,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     summary = {
         "command": "uqcodec eval", "dir": meta["dir"],
         "images": [os.path.basename(f) for f in files], "seed": seed, "paper": paper,
+        "refine": refine,
         "wall_seconds": round(wall, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "threads": os.environ.get("UQCODEC_THREADS") or "default",

@@ -80,20 +80,27 @@ class CompressionModel(tf.Module):
         ``alpha_r`` (the r_alpha of the decoder input, default ``alpha``);
         ``low_variance`` takes the expectation over the noise in the gradient.
         """
-        q = dict(alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)
         y = self.analysis(x)
+        z = self.hyper_analysis(y) if self.arch == "hyperprior" else None
+        return self.relaxed(y, z, alpha, alpha_r, low_variance)
+
+    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None)):
+        """The training relaxation from given latents ``y`` (and ``z``): noisy decoder
+        inputs, rates and reconstruction, as ``forward``. ``noise``: optional (u_y, u_z)."""
+        q = dict(alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)
         if self.arch == "linear":
             y_dec, bits_y = noisy_latent(
-                y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), **q)
+                y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi),
+                u=noise[0], **q)
             bits_z = tf.constant(0.0)
         else:
-            z = self.hyper_analysis(y)
             z_dec, bits_z = noisy_latent(
-                z, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), **q)
+                z, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi),
+                u=noise[1], **q)
             mean, log_scale = self.hyper_synthesis.mean_log_scale(z_dec)
             scale = tf.exp(tfc.lower_bound(log_scale, T.LOG_SCALE_MIN))
             y_dec, bits_y = noisy_latent(
-                y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), **q)
+                y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), u=noise[0], **q)
         x_hat = self.synthesis(y_dec)
         return x_hat, bits_y, bits_z
 
@@ -135,7 +142,7 @@ class CompressionModel(tf.Module):
             v.assign(data[name].astype(np.float32))
 
 
-def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True):
+def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True, u=None):
     """Training proxy of (universal) quantization: returns (decoder input, bits).
 
     Additive noise: v = y + u, decoder input v, rate -log2 P(v-1/2 < Y < v+1/2).
@@ -144,9 +151,10 @@ def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True):
     s_alpha(y) uses expectations over u (Agustsson & Theis 2020): for the
     log-probability h, E_u[h'(s + u)] = h(s + 1/2) - h(s - 1/2), and for r_alpha,
     E_u[r'(s + u)] = r(s + 1/2) - r(s - 1/2) = 1. Values are unchanged; gradients
-    with respect to the prior's parameters are exact.
+    with respect to the prior's parameters are exact. ``u``: the noise (default: drawn).
     """
-    u = tf.random.uniform(tf.shape(y), -0.5, 0.5, dtype=y.dtype)
+    if u is None:
+        u = tf.random.uniform(tf.shape(y), -0.5, 0.5, dtype=y.dtype)
     if alpha is None:
         v = y + u
         return v, priors.bits(bin_prob(v - 0.5, v + 0.5))

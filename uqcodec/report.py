@@ -115,7 +115,7 @@ def paper_md(curves, meta):
              "|---|---|---|---|---|---|"]
     names = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR"}
     by = {(c["arch"], names.get((c["training"], c["quantizer"]))): c
-          for c in curves if c["kind"] == "model"}
+          for c in curves if c["kind"] == "model" and not c.get("refine")}
     families = sorted({c["arch"] for c in curves if c["kind"] == "model"})
     detail = []
     for fam in families:

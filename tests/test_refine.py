@@ -1,0 +1,77 @@
+"""Encoder-side latent refinement: smaller loss of the real file, same decoder."""
+import numpy as np
+import pytest
+
+import uqcodec
+from uqcodec import CodecError, evaluate, zoo
+from conftest import load, run_cli, shipped
+
+
+def _file_loss(rgb, data, lam):
+    """Rate + lambda * MSE (0..255) of a real file, decoded by the ordinary decoder."""
+    out = uqcodec.decompress(data)
+    bpp = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
+    mse = float(np.mean((out.astype(np.float64) - rgb) ** 2))
+    return bpp + lam * mse, out
+
+
+@pytest.mark.parametrize("quantizer", ["uq", "round"])
+@pytest.mark.parametrize("training", ["sr", "un"])
+def test_refined_file_has_lower_loss_and_decodes_exactly(quantizer, training):
+    name = shipped("hyperprior") if training == "sr" else zoo.middle("hyperprior", "un")["name"]
+    lam = zoo.read_card(zoo.resolve(name))["lambda"]
+    x = load("kodim19_crop.png")
+    plain = uqcodec.compress(x, model=name, seed=11, quantizer=quantizer)
+    data, info = uqcodec.compress_with_info(x, model=name, seed=11, quantizer=quantizer,
+                                            refine=20, reconstruct=True)
+    before, _ = _file_loss(x, plain, lam)
+    after, out = _file_loss(x, data, lam)
+    np.testing.assert_array_equal(out, info["reconstruction"])  # the decoder is unchanged
+    assert uqcodec.read_header(data).quantizer == quantizer
+    assert after < 0.99 * before, (before, after)
+
+
+def test_refinement_is_deterministic_and_follows_the_seed():
+    x = load("kodim05_crop.png")
+    name = shipped("hyperprior")
+    a = uqcodec.compress(x, model=name, seed=4, refine=6)
+    assert uqcodec.compress(x, model=name, seed=4, refine=6) == a
+    assert uqcodec.compress(x, model=name, seed=5, refine=6) != a
+
+
+def test_refinement_with_tiles_and_odd_sizes():
+    x = load("kodim05_crop.png")[:95, :150]
+    data, info = uqcodec.compress_with_info(x, model=shipped("hyperprior"), seed=2,
+                                            refine=4, tile=64, reconstruct=True)
+    assert len(uqcodec.read_header(data).tiles) == 6
+    np.testing.assert_array_equal(uqcodec.decompress(data), info["reconstruction"])
+
+
+def test_linear_models_are_refused():
+    with pytest.raises(CodecError, match="hyperprior"):
+        uqcodec.compress(load("kodim05_crop.png"), model=shipped("linear"), refine=3)
+    with pytest.raises(CodecError, match="refine"):
+        uqcodec.compress(load("kodim05_crop.png"), refine=-1)
+
+
+def test_cli_refine(tmp_path):
+    src = str(tmp_path / "a.png")
+    from PIL import Image
+    Image.fromarray(load("kodim19_crop.png")).save(src)
+    r = run_cli("compress", src, "--refine", "3", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.uq").exists() and "bpp" in r.stdout
+    r = run_cli("decompress", str(tmp_path / "a.uq"), "-o", str(tmp_path / "b.png"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("compress", src, "--refine", "3", "--model", shipped("linear"), "-o",
+                str(tmp_path / "c.uq"))
+    assert r.returncode == 1 and "hyperprior" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.uq").exists()
+
+
+def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
+    cards = [zoo.read_card(zoo.resolve(shipped(a))) for a in ("hyperprior", "linear")]
+    settings = evaluate.plan(cards, refine=7)
+    refined = [(c["name"], r) for c, q, r in settings if r]
+    assert refined == [(cards[0]["name"], 7)]
+    assert evaluate.curve_name("hyperprior", "sr", "uq", 7) == "hyperprior UN+UQ+SR, refined 7"
