@@ -7,6 +7,7 @@ import sys
 import click
 
 from . import __version__
+from .api import MAX_REFINE
 from .errors import CodecError
 
 
@@ -75,7 +76,7 @@ def main():
 @click.option("--tile", type=int, default=1024, show_default=True,
               help="Tile size in pixels (multiple of 64, 64..2048); tiles are coded "
                    "independently, so memory does not grow with the image.")
-@click.option("--refine", type=click.IntRange(0, 10000), default=0, show_default=True,
+@click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Encoder-side optimization of the latents for each image (hyperprior "
                    "models): smaller files at the same quality, same decoder. A step "
@@ -115,22 +116,32 @@ def compress(images, output, model, quality, seed, quantizer, tile, refine, jobs
 
 
 def _refined(image, opts):
-    """Compress one image with refinement, with a progress bar over its steps."""
+    """Compress one image with refinement, with a progress bar over its steps. The bar
+    opens at the first step, so a bad input or a linear model fails with its one-line
+    error alone."""
     from PIL import Image
     from tqdm import tqdm
 
-    from . import api, container, zoo
-    if zoo.read_card(zoo.resolve(opts["model"], opts["quality"])).get("arch") != "hyperprior":
-        raise CodecError("refinement is implemented for hyperprior models only")
+    from . import api, container
     try:  # the size only (lazy); a bad file is reported by compress_with_info
         with Image.open(image) as img:
             w, h = img.size
         total = opts["refine"] * container.tile_count(h, w, opts["tile"])
     except Exception:  # noqa: BLE001
         total = None
-    with tqdm(total=total, desc="refining", unit="step", leave=False,
-              dynamic_ncols=True) as bar:
-        return api.compress_with_info(image, progress=lambda n: bar.update(), **opts)
+    bar = None
+
+    def step(n):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="refining", unit="step", leave=False,
+                       dynamic_ncols=True)
+        bar.update()
+    try:
+        return api.compress_with_info(image, progress=step, **opts)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _batch(kind, jobs, n_jobs, force):
@@ -319,7 +330,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
 @click.option("--paper", is_flag=True,
               help="Also decode the 'un' models with rounding (UN+Q) and write paper.md: "
                    "BD-rates of UN+UQ and UN+UQ+SR against UN+Q per family.")
-@click.option("--refine", type=click.IntRange(0, 10000), default=0, show_default=True,
+@click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Also code the hyperprior 'sr' models with STEPS steps of encoder-side "
                    "refinement (their own curves, '..., refined STEPS').")

@@ -112,8 +112,7 @@ class Codec:
             from .refine import Refiner
             if not self.card.get("lambda"):
                 raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
-            self._refiner = Refiner(self.model, self.card["lambda"], self.alpha, self.alpha_r,
-                                    mean_step=entropy.MEAN_STEP)
+            self._refiner = Refiner(self.model, self.card["lambda"], self.alpha, self.alpha_r)
         return self._refiner
 
     def _sr(self, x):

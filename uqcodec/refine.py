@@ -29,6 +29,7 @@ file's seed, so the same image, model and seed give the same file.
 import numpy as np
 
 from . import _tf
+from .entropy import MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
 EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
@@ -37,13 +38,12 @@ EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
 class Refiner:
     """Refinement for one hyperprior model (traced once, reused for every image and tile)."""
 
-    def __init__(self, model, lam, alpha=None, alpha_r=None, mean_step=None):
+    def __init__(self, model, lam, alpha=None, alpha_r=None):
         tf, tfc = _tf.load()
         self.tf, self.tfc = tf, tfc
         self.model = model
         self.lam = float(lam)
         self.alpha, self.alpha_r = alpha, alpha_r or alpha
-        self.mean_step = mean_step  # the decoder's grid of Gaussian means (rounding mode)
         M, N = model.config["M"], model.config["N"]
         lat = lambda c: tf.TensorSpec([1, None, None, c], tf.float32)  # noqa: E731
         scalar = lambda dt=tf.float32: tf.TensorSpec([], dt)  # noqa: E731
@@ -77,7 +77,7 @@ class Refiner:
         if self.alpha_r is not None:
             z_dec = self.tfc.ops.soft_round_conditional_mean(z_dec, self.alpha_r)
         mean, _ = self.model.hyper_synthesis.mean_log_scale(z_dec)
-        mean = tf.round(mean / self.mean_step) * self.mean_step
+        mean = tf.round(mean / MEAN_STEP) * MEAN_STEP  # entropy.snap_mean
         s = self._s(y)
         return mean + tf.round(s - mean) - s
 
