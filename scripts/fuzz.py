@@ -63,15 +63,15 @@ def base_files():
 
 
 def _layout(data):
-    """Offsets of a valid version-2 file: dict of field -> (offset, struct format)."""
+    """Offsets of a valid version-3 file: dict of field -> (offset, struct format)."""
     n = data[7]
-    s = struct.unpack_from("<I", data, 36 + n)[0]
+    s = struct.unpack_from("<I", data, 38 + n)[0]
     f = {"version": (4, "B"), "quantizer": (5, "B"), "mode": (6, "B"), "namelen": (7, "B"),
          "height": (16 + n, "I"), "width": (20 + n, "I"), "seed": (24 + n, "Q"),
-         "tile": (32 + n, "I"), "nstreams": (36 + n, "I")}
+         "tile": (32 + n, "I"), "rate": (36 + n, "H"), "nstreams": (38 + n, "I")}
     for i in range(s):
-        f[f"len{i}"] = (40 + n + 4 * i, "I")
-    return f, 40 + n + 4 * s  # fields, header CRC offset
+        f[f"len{i}"] = (42 + n + 4 * i, "I")
+    return f, 42 + n + 4 * s  # fields, header CRC offset
 
 
 def _fix_crcs(buf, hcrc_at):

@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""Regenerate the golden .uq files in tests/data/golden/ and their expected decoded
-pixels (golden.json: sha256 of the decoded uint8 array, its shape, the model
-fingerprint). ONLY run this on a deliberate format or model change (and bump the
-format version for a format change): tests/test_golden.py checks that today's
-decoder still turns these exact bytes into these exact pixels.
+"""Write the golden .uq files of the current format version in tests/data/golden/
+and their expected results (golden.json). ONLY run this on a deliberate format
+change, together with a version bump: tests/test_golden.py checks that today's
+decoder still turns these exact bytes into these results. Files of older versions
+are frozen: their entries are kept as they are (version 1 and 2 files were written
+by uqcodec 0.1 to 0.8, with ``legacy.py``).
 
     python scripts/make_golden.py [--models hyperprior-sr-0.01,linear-sr-0.01]
 
-Files: {model}_{quantizer}_v{version}.uq for both quantizers, the current format
-version and version 1 (one tile, the legacy layout), plus a current-version file
+Per version-3 file golden.json holds the sha256 of the decoder's exact latents
+(the same bits on every machine) and of the decoded pixels on the machine that
+wrote it, and ``NAME.png`` the pixels (other machines: within 1 level).
+Files: {model}_{quantizer}_v{version}.uq for both quantizers, plus a file
 with several tiles per model. The source is a 48x32 crop of tests/data/kodim05_crop.png
 (a 160x96 crop for the tiled files, tile 64 -> 3x2 tiles). The models are read
 from tests/data/golden/models (frozen copies; copy a model there to use it).
@@ -34,6 +37,15 @@ def sha(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def latents_sha(c, data):
+    """sha256 of the exact decoder inputs of y, tile after tile (float64)."""
+    from uqcodec import container
+    h = hashlib.sha256()
+    for _, y_dec in c.decode_latents(*container.unpack(data)):
+        h.update(np.ascontiguousarray(y_dec, np.float64).tobytes())
+    return h.hexdigest()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -45,26 +57,25 @@ def main():
                       .convert("RGB"))
     small = full[32:64, 56:104]
     os.makedirs(GOLDEN, exist_ok=True)
-    for f in os.listdir(GOLDEN):
-        if f.endswith(".uq"):
-            os.remove(os.path.join(GOLDEN, f))
-    table = {}
+    with open(os.path.join(GOLDEN, "golden.json")) as f:
+        table = {k: v for k, v in json.load(f).items() if v["version"] < container.VERSION}
+    v = container.VERSION
     for name in args.models.split(","):
         c = codec.load(zoo.resolve(name))
-        jobs = [(q, v, small, 0 if v == 1 else container.DEFAULT_TILE, "")
-                for q in ("uq", "round") for v in (container.VERSION, 1)]
-        jobs.append(("uq", container.VERSION, full, 64, "_tiled"))
-        for q, v, img, tile, suffix in jobs:
-            data, info = c.encode(img, SEED, q, "RGB", reconstruct=True, version=v,
-                                  **({"tile": tile} if v != 1 else {}))
+        jobs = [(q, small, container.DEFAULT_TILE, "") for q in ("uq", "round")]
+        jobs.append(("uq", full, 64, "_tiled"))
+        for q, img, tile, suffix in jobs:
+            data, info = c.encode(img, SEED, q, "RGB", reconstruct=True, tile=tile)
             out = uqcodec.decompress(data)
             assert np.array_equal(out, info["reconstruction"])
             fname = f"{name}_{q}_v{v}{suffix}.uq"
             with open(os.path.join(GOLDEN, fname), "wb") as f:
                 f.write(data)
+            Image.fromarray(out).save(os.path.join(GOLDEN, fname[:-3] + ".png"))
             table[fname] = {"model": name, "fingerprint": c.fingerprint, "quantizer": q,
                             "version": v, "tile": tile, "seed": SEED,
                             "shape": list(out.shape), "sha256": sha(out), "bytes": len(data),
+                            "latents_sha256": latents_sha(c, data),
                             "psnr": round(uqcodec.evaluate.psnr(img, out), 3)}
             print(fname, len(data), "bytes", table[fname]["psnr"], "dB")
     with open(os.path.join(GOLDEN, "golden.json"), "w") as f:

@@ -15,6 +15,9 @@ def load(threads=None):
     global _modules
     if _modules is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # oneDNN convolutions, also on CPUs where TensorFlow would not pick them by
+        # itself (no AVX-512): the arithmetic the version-1/2 files were written with
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         sys.stderr.flush()
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -4,8 +4,10 @@ Everything the decoder needs besides the model weights is in the header. All
 header values are validated against limits and the file length before the
 decoder allocates anything.
 
-Version 2 codes the image in independent square tiles (tile size in the header);
-version 1 files (one tile covering the whole image) are still read.
+Version 3 (exact entropy path) adds a signed 16-bit rate parameter to the
+version-2 header (0 for fixed-rate models). Version 2 codes the image in
+independent square tiles (tile size in the header); version 1 files (one tile
+covering the whole image) are still read.
 """
 import struct
 import zlib
@@ -14,8 +16,8 @@ from dataclasses import dataclass, field, asdict
 from .errors import CodecError
 
 MAGIC = b"UQC\x89"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 QUANTIZERS = ("uq", "round")
 MODES = ("RGB", "L", "RGBA", "P", "LA", "I;16", "I", "F", "CMYK", "YCbCr", "1", "other")
 MAX_SIDE = 1 << 16          # pixels per side
@@ -27,7 +29,8 @@ DEFAULT_TILE = 1024
 MAX_STREAMS = 8             # per tile
 _FIXED = struct.Struct("<4sBBB")      # magic, version, quantizer, mode
 _DIMS_V1 = struct.Struct("<IIQB")     # height, width, seed, number of streams
-_DIMS = struct.Struct("<IIQII")       # height, width, seed, tile size, number of streams
+_DIMS_V2 = struct.Struct("<IIQII")    # height, width, seed, tile size, number of streams
+_DIMS = struct.Struct("<IIQIhI")      # height, width, seed, tile size, rate, number of streams
 
 
 def check_size(height, width, version=VERSION):
@@ -72,6 +75,7 @@ class Header:
     stream_lengths: list = field(default_factory=list)
     tile: int = DEFAULT_TILE  # tile size; 0 = one tile covering the image (version 1)
     version: int = VERSION
+    rate: int = 0             # rate parameter (version 3; 0 for fixed-rate models)
 
     def as_dict(self):
         return asdict(self)
@@ -82,7 +86,8 @@ class Header:
 
 
 def pack(header, streams):
-    """Header + streams -> bytes (in ``header.version``: 2, or 1 for a single tile)."""
+    """Header + streams -> bytes (in ``header.version``: 3; 2, or 1 for a single tile,
+    only to make test files of old versions)."""
     name = header.model.encode("utf-8")
     if not 0 < len(name) < 256:
         raise CodecError("model name must be 1..255 bytes")
@@ -98,8 +103,14 @@ def pack(header, streams):
         if header.tile or len(streams) > MAX_STREAMS:
             raise CodecError("version 1 files hold a single tile")
         out += _DIMS_V1.pack(header.height, header.width, header.seed, len(streams))
+    elif header.version == 2:
+        out += _DIMS_V2.pack(header.height, header.width, header.seed, header.tile,
+                             len(streams))
     else:
-        out += _DIMS.pack(header.height, header.width, header.seed, header.tile, len(streams))
+        if not -32768 <= header.rate < 32768:
+            raise CodecError("rate parameter out of range")
+        out += _DIMS.pack(header.height, header.width, header.seed, header.tile, header.rate,
+                          len(streams))
     out += struct.pack(f"<{len(streams)}I", *(len(s) for s in streams))
     payload = b"".join(streams)
     out += struct.pack("<I", zlib.crc32(bytes(out)))
@@ -135,7 +146,7 @@ def parse_header(data):
     if version not in READABLE_VERSIONS:
         raise CodecError(f"unsupported .uq format version {version} (this uqcodec reads "
                          f"versions {', '.join(map(str, READABLE_VERSIONS))})")
-    dims = _DIMS if version >= 2 else _DIMS_V1
+    dims = {1: _DIMS_V1, 2: _DIMS_V2, 3: _DIMS}[version]
     pos = _FIXED.size
     if len(data) < pos + 1:
         raise CodecError("file is truncated (header)")
@@ -151,7 +162,10 @@ def parse_header(data):
     pos += n
     fp = data[pos:pos + 8].hex()
     pos += 8
-    if version >= 2:
+    rate = 0
+    if version >= 3:
+        height, width, seed, tile, rate, nstreams = dims.unpack_from(data, pos)
+    elif version == 2:
         height, width, seed, tile, nstreams = dims.unpack_from(data, pos)
     else:
         (height, width, seed, nstreams), tile = dims.unpack_from(data, pos), 0
@@ -173,4 +187,4 @@ def parse_header(data):
         raise CodecError(f"corrupted header ({nstreams} streams for {ntiles} tiles)")
     lengths = list(struct.unpack_from(f"<{nstreams}I", data, pos))
     return Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths, tile,
-                  version), table_end + 8
+                  version, rate), table_end + 8

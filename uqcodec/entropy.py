@@ -19,17 +19,19 @@ import math
 
 import numpy as np
 import constriction
-from scipy.special import ndtr
 
-from . import quantization as Q
+from . import exactmath, quantization as Q
+from .constants import (DITHER_LEVELS, GAUSS_RADIUS, LOG_SCALE_MIN, LOG_SCALE_STEP,
+                        MEAN_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN)
 
-# Gaussian scale table: log-spaced from the training lower bound 0.11 to 256.
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 128
-SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
-MEAN_STEP = 1.0 / 64
-GAUSS_RADIUS = 4096  # QuantizedGaussian support is [-R, R] around round(mean)
+# Gaussian scale table: log-spaced from the training lower bound 0.11 to 256. Version 3
+# computes it from the literal grid constants with exactmath (the same bits everywhere);
+# versions 1/2 used np.exp (LEGACY_SCALES, which may differ in the last bit elsewhere).
+SCALES = exactmath.exp(LOG_SCALE_MIN + LOG_SCALE_STEP * np.arange(SCALE_LEVELS))
+LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
-ROUND_ROW = Q.DITHER_LEVELS  # table row for plain rounding (u = 0)
+ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)
+CODER_MIN_PROB = 2.0 ** -24  # Categorical(perfect=False) gives every symbol at least about this
 
 
 class EscapeWriter:
@@ -201,7 +203,8 @@ class FactorizedCoder:
 # --- Gaussian conditional ------------------------------------------------------
 
 def snap_scale_index(log_scale):
-    """Index into SCALES of the nearest log-scale (deterministic grid)."""
+    """Index into SCALES of the nearest log-scale (versions 1/2; version 3 takes the
+    index from the integer hyper-synthesis)."""
     step = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
     idx = np.rint((np.asarray(log_scale, np.float64) - math.log(SCALE_MIN)) / step)
     return np.clip(idx, 0, SCALE_LEVELS - 1).astype(np.int64)
@@ -211,32 +214,47 @@ def snap_mean(mean):
     return np.rint(np.asarray(mean, np.float64) / MEAN_STEP) * MEAN_STEP
 
 
-def _bin_prob(lo, hi, mean, scale):
-    """P(lo < Y < hi), Y ~ N(mean, scale), evaluated in the lower tail (float64)."""
+def bin_prob(lo, hi, mean, scale):
+    """P(lo < Y < hi), Y ~ N(mean, scale), evaluated in the lower tail (float64): the
+    model's own rate (unsnapped parameters), for diagnostics."""
     mid = (lo + hi) / 2.0 - mean
     half = (hi - lo) / 2.0
     d = -np.abs(mid)
-    return ndtr((d + half) / scale) - ndtr((d - half) / scale)
+    return exactmath.ndtr((d + half) / scale) - exactmath.ndtr((d - half) / scale)
 
 
 class GaussianCoder:
-    """Codes y = c + d + u with c = round(mean) (uq) or c = mean (round)."""
+    """Codes y = c + d + u with c = round(mean) (uq) or c = mean (round).
 
-    def __init__(self, alpha=None):
+    ``exact`` (version 3): every table is computed with ``exactmath`` from the
+    scale index and the snapped mean, explicit rows for every model. Otherwise
+    (versions 1/2): scipy/NumPy functions, and ``QuantizedGaussian`` for ``un`` models.
+    """
+
+    def __init__(self, alpha=None, exact=True):
         self.alpha = alpha
-        self.qg = constriction.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS)
+        self.exact = exact
+        if exact:
+            self.scales, self.fm, self.ndtr = SCALES, exactmath, exactmath.ndtr
+        else:
+            from scipy.special import ndtr
+            self.scales, self.fm, self.ndtr = LEGACY_SCALES, Q.NumpyMath, ndtr
+        self.qg = (constriction.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS)
+                   if alpha is None and not exact else None)
         self.cat = constriction.stream.model.Categorical(perfect=False)
 
     def _window(self, idx):
-        return int(math.ceil(6.0 * SCALES[idx] + 2.0))
+        return int(math.ceil(6.0 * self.scales[idx] + 2.0))
 
     def _groups(self, idx, max_entries=1 << 20):
         """(scale index, window, element indices) in coding order: groups by increasing
         scale index, elements in order; large groups come in consecutive chunks (the
         range coder's output does not depend on the chunking) so that the tables in
         memory stay small whatever the scales are."""
-        for i in np.unique(idx):
-            sel = np.nonzero(idx == i)[0]
+        order = np.argsort(idx, kind="stable")  # by scale index, elements in order
+        values, starts = np.unique(idx[order], return_index=True)
+        for i, a, b in zip(values, starts, list(starts[1:]) + [len(order)]):
+            sel = order[a:b]
             W = self._window(i)
             step = max(1, max_entries // (2 * W + 1))
             for j in range(0, len(sel), step):
@@ -248,10 +266,23 @@ class GaussianCoder:
         The CDF is evaluated once per bin edge, as a tail probability on the
         near side of the mean, so that bins far out in either tail stay precise.
         """
-        d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
-        edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha)
-        t = (edges - mean[:, None]) / SCALES[idx][:, None]
-        g = ndtr(-np.abs(t))          # tail mass beyond each edge
+        if self.exact:
+            # s_inv(n + x) = n + s_inv(x) for integers n: with c and d integers, the edges
+            # c + d + u -/+ 1/2 need one s_inv per element, s_inv(u - 1/2)
+            off = (c - mean) + Q.soft_round_inverse(u - 0.5, self.alpha, self.fm)
+            j = np.arange(-W, W + 2, dtype=np.float64)
+            t = (off[:, None] + j[None, :]) / self.scales[idx][:, None]
+            cdf = self.ndtr(t)  # absolute error ~1e-16: far below the coder's resolution
+            p = np.empty((len(t), 2 * W + 1))
+            p[:, 0] = cdf[:, 1]
+            np.subtract(cdf[:, 2:-1], cdf[:, 1:-2], out=p[:, 1:-1])
+            p[:, -1] = 1.0 - cdf[:, -2]
+            return np.maximum(p, 0.0)
+        else:
+            d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
+            edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha, self.fm)
+            t = (edges - mean[:, None]) / self.scales[idx][:, None]
+        g = self.ndtr(-np.abs(t))     # tail mass beyond each edge
         above = t > 0
         lo_a, hi_a = above[:, :-1], above[:, 1:]
         p = np.where(lo_a, g[:, :-1] - g[:, 1:],
@@ -261,20 +292,25 @@ class GaussianCoder:
         return np.maximum(p, 0.0)
 
     def encode(self, encoder, d, mean, idx, c, u, esc):
-        """All arrays flat float64/int64 of equal length, in coding order."""
-        if self.alpha is None:
+        """All arrays flat float64/int64 of equal length, in coding order. Returns the
+        bits of the coded symbols under the tables (NaN with QuantizedGaussian)."""
+        if self.qg is not None:
             d = _clip_escape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
-            encoder.encode(d.astype(np.int32), self.qg, mean - c - u, SCALES[idx])
-            return
+            encoder.encode(d.astype(np.int32), self.qg, mean - c - u, self.scales[idx])
+            return float("nan")
+        bits = 0.0
         for i, W, sel in self._groups(idx):
             s = _clip_escape(d[sel], -W, W, esc) + W
-            encoder.encode(s.astype(np.int32), self.cat,
-                           self._tables(mean[sel], idx[sel], c[sel], u[sel], W))
+            p = self._tables(mean[sel], idx[sel], c[sel], u[sel], W)
+            encoder.encode(s.astype(np.int32), self.cat, p)
+            ps = p[np.arange(len(s)), s] / p.sum(axis=1)
+            bits -= float(np.log2(np.maximum(ps, CODER_MIN_PROB)).sum())
+        return bits
 
     def decode(self, decoder, mean, idx, c, u, esc):
         n = len(mean)
-        if self.alpha is None:
-            d = np.asarray(decoder.decode(self.qg, mean - c - u, SCALES[idx]), np.int64)
+        if self.qg is not None:
+            d = np.asarray(decoder.decode(self.qg, mean - c - u, self.scales[idx]), np.int64)
             return _unescape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
         d = np.empty(n, np.int64)
         for i, W, sel in self._groups(idx):
@@ -296,3 +332,34 @@ def new_decoder(data):
     if len(data) % 4:
         raise ValueError("coded stream length is not a multiple of 4")
     return constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+
+
+# --- the coding steps of one latent tensor (both families) ---------------------
+
+def encode_factorized(coder, t, dither, quantizer, rounding, esc):
+    """Factorized latent ``t`` (..., C) -> (decoder input, symbols, table rows, stream)."""
+    rows, u = _factorized_dither(t.shape, dither, quantizer)
+    k = np.rint(rounding.s(t) - u).astype(np.int64)
+    enc = new_encoder()
+    coder.encode(enc, k, rows, esc)
+    return rounding.decoder_input(k + u), k, rows, finish(enc)
+
+
+def decode_factorized(coder, data, shape, dither, quantizer, rounding, esc):
+    rows, u = _factorized_dither(shape, dither, quantizer)
+    k = coder.decode(new_decoder(data), rows, esc)
+    return rounding.decoder_input(k + u)
+
+
+def _factorized_dither(shape, dither, quantizer):
+    if quantizer == "uq":
+        return dither.levels(shape)
+    return np.full(shape, ROUND_ROW, np.int64), np.zeros(shape)
+
+
+def gaussian_offsets(mean_q, shape, dither, quantizer):
+    """(c, u): the integer offset (uq: round(mean)) or the mean itself (round), and the
+    dither of the latent (continuous, drawn after the hyper-latent's)."""
+    if quantizer == "uq":
+        return np.rint(mean_q), dither.continuous(shape).ravel()
+    return mean_q, np.zeros(mean_q.shape)

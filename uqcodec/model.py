@@ -6,7 +6,6 @@ factorized latent (``y`` for linear, ``z`` for hyperprior). ``forward`` is the
 training graph (noisy latents, rate in bits); the codec uses the transform
 methods (``analysis``, ``hyper_params``...) on real quantized values.
 """
-import hashlib
 import io
 import json
 import os
@@ -14,6 +13,7 @@ import os
 import numpy as np
 
 from . import _tf, priors
+from .codec import fingerprint  # noqa: F401  (export and cards use it)
 
 tf, tfc = _tf.load()
 from . import transforms as T  # noqa: E402
@@ -172,11 +172,6 @@ def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True, u=Non
     bits -= tf.reduce_sum(tf.stop_gradient(h_hi - h_lo) * (s - s0))
     r = tfc.ops.soft_round_conditional_mean(v0, alpha_r)
     return r + (s - s0), bits
-
-
-def fingerprint(weights_bytes):
-    """First 8 bytes of the SHA-256 of the weights file, as hex."""
-    return hashlib.sha256(weights_bytes).hexdigest()[:16]
 
 
 def save_model_dir(model, out_dir, card):

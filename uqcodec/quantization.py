@@ -6,7 +6,15 @@ the 64-bit seed in the file header with NumPy's PCG64.
 """
 import numpy as np
 
-DITHER_LEVELS = 256  # factorized latents: dither on a fixed grid (tables per level)
+from . import exactmath
+from .constants import DITHER_LEVELS
+
+
+class NumpyMath:
+    """NumPy's own tanh/atanh: what version-1/2 files were coded with (their last
+    bits may differ between machines; version 3 uses ``exactmath``)."""
+    tanh = staticmethod(np.tanh)
+    atanh = staticmethod(np.arctanh)
 
 
 class Dither:
@@ -41,26 +49,48 @@ def level_values():
 
 # --- soft rounding (NumPy, float64) -----------------------------------------
 
-def soft_round(x, alpha):
+# ``fm``: the elementary functions, ``exactmath`` (the same bits on every machine)
+# or ``NumpyMath`` (version-1/2 files).
+
+def soft_round(x, alpha, fm=exactmath):
     """s_alpha(x): identity for alpha -> 0, rounding for alpha -> inf."""
     if not alpha:
         return x
     m = np.floor(x) + 0.5
-    return m + np.tanh(alpha * (x - m)) / (2.0 * np.tanh(alpha / 2.0))
+    return m + fm.tanh(alpha * (x - m)) / (2.0 * fm.tanh(np.float64(alpha) / 2.0))
 
 
-def soft_round_inverse(y, alpha):
+def soft_round_inverse(y, alpha, fm=exactmath):
     """s_alpha^{-1}(y)."""
     if not alpha:
         return y
     m = np.floor(y) + 0.5
-    s = (y - m) * (2.0 * np.tanh(alpha / 2.0))
-    r = np.arctanh(np.clip(s, -1.0, 1.0)) / alpha
+    s = (y - m) * (2.0 * fm.tanh(np.float64(alpha) / 2.0))
+    r = fm.atanh(np.clip(s, -1.0, 1.0)) / alpha
     return m + np.clip(r, -0.5, 0.5)
 
 
-def soft_round_conditional_mean(z, alpha):
+def soft_round_conditional_mean(z, alpha, fm=exactmath):
     """r_alpha(z) = E[Y | s_alpha(Y) + U = z] under a locally uniform prior."""
     if not alpha:
         return z
-    return soft_round_inverse(z - 0.5, alpha) + 0.5
+    return soft_round_inverse(z - 0.5, alpha, fm) + 0.5
+
+
+class Rounding:
+    """A model's soft rounding: ``s`` before the dither, ``decoder_input`` after it
+    (identities for ``un`` models, which have no alpha)."""
+
+    def __init__(self, alpha=None, alpha_r=None, fm=exactmath):
+        self.alpha, self.alpha_r, self.fm = alpha, alpha_r or alpha, fm
+
+    @classmethod
+    def of(cls, card, fm=exactmath):
+        alpha = card.get("alpha") if card.get("training") == "sr" else None
+        return cls(alpha, card.get("alpha_r") if alpha else None, fm)
+
+    def s(self, x):
+        return soft_round(x, self.alpha, self.fm)
+
+    def decoder_input(self, v):
+        return soft_round_conditional_mean(v, self.alpha_r, self.fm)

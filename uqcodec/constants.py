@@ -1,0 +1,18 @@
+"""Constants that the encoder, the decoder and training must share bit for bit.
+
+Written as literals (not computed with a machine's libm), so every machine has
+the same values. docs/format.md refers to them by these names.
+"""
+# Gaussian conditional (hyperprior y): scales on a log grid from SCALE_MIN to SCALE_MAX.
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 128
+LOG_SCALE_MIN = -2.2072749131897207    # log(SCALE_MIN): also the lower bound of training's log-scale
+LOG_SCALE_STEP = 0.061042931950151834  # (log(SCALE_MAX) - log(SCALE_MIN)) / (SCALE_LEVELS - 1)
+MEAN_GRID = 64                         # means are snapped to multiples of 1/MEAN_GRID
+MEAN_STEP = 1.0 / MEAN_GRID
+GAUSS_RADIUS = 4096                    # version 1/2 QuantizedGaussian support [-R, R]
+
+# Factorized latents (z of the hyperprior, y of linear models): dither on a grid.
+DITHER_LEVELS = 256
+
+# Linear models see (x - 1/2) * LINEAR_GAIN: a unit quantization step is ~32 pixel levels.
+LINEAR_GAIN = 8.0

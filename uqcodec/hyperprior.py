@@ -1,0 +1,91 @@
+"""The mean & scale hyperprior (Minnen et al. 2018, no context model): inference.
+
+Analysis: four 5x5 stride-2 convolutions with GDN (16x downsampling) -> ``y``;
+hyper-analysis: 3x3 conv + two 5x5 stride-2 convolutions with ReLU -> ``z``;
+``z`` is coded with the factorized prior's tables; the hyper-synthesis (an
+integer network, ``intnet.py``) gives the snapped mean and the scale index of
+every element of ``y``, which is coded with Gaussian tables; the synthesis
+(transposed convolutions with inverse GDN) rebuilds the image.
+Per tile three streams: ``[z, y, escapes]``. Training's Keras version of the
+same layers: ``training/transforms.py``.
+"""
+import numpy as np
+
+from . import engine as E, entropy, intnet
+from .constants import MEAN_STEP
+from .onnxgraph import Graph
+
+MULTIPLE = 64  # images are padded to a multiple of this
+
+
+class Hyperprior:
+    streams = 3  # per tile, escapes last
+
+    def __init__(self, weights, tables, card, rounding):
+        self.N, self.M = int(card["N"]), int(card["M"])
+        self.multiple = MULTIPLE
+        gain = float(card.get("latent_gain") or 1.0)
+        self.rounding = rounding
+        w = weights
+        g = Graph(3)
+        for i in range(3):
+            E.conv(g, w, f"analysis/conv{i}", 2)
+            E.gdn(g, w, f"analysis/gdn{i}")
+        E.conv(g, w, "analysis/conv3", 2)
+        if gain != 1.0:
+            E.scale(g, gain)
+        self.analysis = E.Transform(g, self.M)
+        g = Graph(self.M)
+        if gain != 1.0:
+            E.scale(g, 1.0 / gain)
+        for i in range(3):
+            E.deconv(g, w, f"synthesis/deconv{i}")
+            E.gdn(g, w, f"synthesis/igdn{i}", inverse=True)
+        E.deconv(g, w, "synthesis/deconv3")
+        self.synthesis = E.Transform(g, 3)
+        g = Graph(self.M)
+        E.conv(g, w, "hyper_analysis/conv0", 1, relu=True)
+        E.conv(g, w, "hyper_analysis/conv1", 2, relu=True)
+        E.conv(g, w, "hyper_analysis/conv2", 2)
+        self.hyper_analysis = E.Transform(g, self.N)
+        self.factorized = entropy.FactorizedCoder(tables)
+        f = self.factorized
+        self.hyper_synthesis = intnet.HyperSynthesis(w, self.M, f.lo - 1.0, f.hi + 1.0)
+        self.gaussian = entropy.GaussianCoder(rounding.alpha)
+
+    def latent_shapes(self, height, width):
+        """Shapes of (y, z) for a tile of this size (padded to MULTIPLE)."""
+        H, W = -(-height // MULTIPLE) * MULTIPLE, -(-width // MULTIPLE) * MULTIPLE
+        return (H // 16, W // 16, self.M), (H // 64, W // 64, self.N)
+
+    def analyze(self, x):
+        """Padded image (H, W, 3) in [0, 1] -> latents (y, z), float64."""
+        y = self.analysis(x).astype(np.float64)
+        return y, self.hyper_analysis(y).astype(np.float64)
+
+    def encode(self, latents, dither, quantizer, esc):
+        """-> (streams except escapes, rate in bits, decoder input of y)."""
+        y, z = latents
+        z_dec, kz, rows, zstream = entropy.encode_factorized(
+            self.factorized, z, dither, quantizer, self.rounding, esc)
+        mean_index, idx = self.hyper_synthesis(z_dec)
+        mean_q = mean_index.ravel() * MEAN_STEP
+        idx = idx.ravel()
+        c, u = entropy.gaussian_offsets(mean_q, y.shape, dither, quantizer)
+        d = np.rint(self.rounding.s(y.ravel()) - c - u).astype(np.int64)
+        enc = entropy.new_encoder()
+        bits_y = self.gaussian.encode(enc, d, mean_q, idx, c, u, esc)
+        rate = bits_y + self.factorized.bits(kz, rows)
+        y_dec = self.rounding.decoder_input(c + d + u).reshape(y.shape)
+        return [zstream, entropy.finish(enc)], rate, y_dec
+
+    def decode(self, streams, shapes, dither, quantizer, esc):
+        yshape, zshape = shapes
+        z_dec = entropy.decode_factorized(self.factorized, streams[0], zshape, dither,
+                                          quantizer, self.rounding, esc)
+        mean_index, idx = self.hyper_synthesis(z_dec)
+        mean_q = mean_index.ravel() * MEAN_STEP
+        c, u = entropy.gaussian_offsets(mean_q, yshape, dither, quantizer)
+        d = self.gaussian.decode(entropy.new_decoder(streams[1]), mean_q, idx.ravel(), c, u,
+                                 esc)
+        return self.rounding.decoder_input(c + d + u).reshape(yshape)

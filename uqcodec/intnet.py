@@ -1,0 +1,167 @@
+"""The hyper-synthesis as an integer network: mean and scale index, exact everywhere.
+
+Everything that decides a Gaussian coding table (the snapped mean and the scale
+index of every element of ``y``) is computed here from the decoded hyper-latent
+with integer arithmetic only, so encoder and decoder agree bit for bit on any
+machine (Ballé, Johnston & Minnen, ICLR 2019; docs/format.md, "Exact entropy
+parameters", states the argument). The network is derived at load time from the
+model's float weights by fixed rules, with no data and no stored calibration:
+
+* input: the decoder input of ``z`` clamped to the factorized prior's support
+  and rounded to ``2^-IN_BITS``;
+* weights of output channel c: ``round(w * 2^s_c)`` with ``s_c`` such that
+  ``max |w_int| <= 2^WEIGHT_BITS``; biases in the accumulator's units;
+* each ReLU layer's output is ``accumulator`` shifted right (rounding half up)
+  to a per-layer activation scale chosen so that the largest value the layer
+  can produce for *any* input in range (an interval bound) stays below
+  ``2^ACT_BITS``: no clipping ever occurs;
+* the last layer folds the scale grid into its weights (``(log_scale -
+  LOG_SCALE_MIN) / LOG_SCALE_STEP``), so its outputs are the mean on the
+  ``MEAN_STEP`` grid and the scale index, both rounded by one integer shift.
+
+Products and sums are taken in float64 (BLAS) on integers: exact in any order
+while every partial sum stays below 2^53, which ``check_bounds`` asserts from the
+same interval bounds. Shifts and rounding are done in int64.
+"""
+import numpy as np
+
+from . import constants as K
+
+IN_BITS = 10       # hyper-latent input resolution 2^-10
+WEIGHT_BITS = 16   # |w_int| <= 2^16
+ACT_BITS = 22      # 0 <= activation < 2^22
+EXACT_LIMIT = 2.0 ** 53
+
+
+def _round_shift(acc, shift):
+    """round(acc / 2^shift), half up, for int64 ``acc`` (shift may be <= 0)."""
+    if shift <= 0:
+        return acc << -shift
+    return (acc + (1 << (shift - 1))) >> shift
+
+
+def _quantize(w, b, in_shift):
+    """Per-output-channel integer weights (last axis = output channel) and biases."""
+    w = np.asarray(w, np.float64)
+    out = w.shape[-1]
+    maxabs = np.abs(w.reshape(-1, out)).max(axis=0)
+    _, e = np.frexp(np.where(maxabs > 0, maxabs, 1.0))  # maxabs < 2^e
+    wshift = (WEIGHT_BITS - e).astype(np.int64)
+    w_int = np.rint(np.ldexp(w, wshift))
+    b_int = np.rint(np.ldexp(np.asarray(b, np.float64), wshift + in_shift))
+    return w_int, b_int, wshift + in_shift  # accumulator units: 2^-(wshift + in_shift)
+
+
+class Layer:
+    """Integer convolution (stride 1) or transposed convolution (stride 2), 'same'
+    padding as TensorFlow's, taps (k, k, in, out) in float64 holding integers."""
+
+    def __init__(self, kernel, bias, in_shift, transpose, in_hi, in_lo=None):
+        kernel = np.asarray(kernel, np.float64)
+        if transpose:  # Keras (k, k, out, in) -> (k, k, in, out)
+            kernel = kernel.transpose(0, 1, 3, 2)
+        self.transpose = transpose
+        self.k = kernel.shape[0]
+        self.w, self.b, self.acc_shift = _quantize(kernel, bias, in_shift)
+        in_lo = np.zeros_like(in_hi) if in_lo is None else in_lo
+        # Interval bound of the accumulator for inputs in [in_lo, in_hi] (integers):
+        # each output position sees one residue class of taps (transposed) or all.
+        wp, wn = np.maximum(self.w, 0), np.minimum(self.w, 0)
+        hi_t = wp * in_hi[:, None] + wn * in_lo[:, None]   # (k, k, in, out)
+        lo_t = wp * in_lo[:, None] + wn * in_hi[:, None]
+        abs_t = np.abs(self.w) * np.maximum(np.abs(in_hi), np.abs(in_lo))[:, None]
+        s = 2 if transpose else 1
+        classes = [(p, q) for p in range(s) for q in range(s)] if transpose else [(0, 0)]
+        hi = np.max([hi_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
+        lo = np.min([lo_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
+        mag = np.max([abs_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
+        self.acc_hi, self.acc_lo = hi + self.b, lo + self.b
+        self.acc_bound = float((mag + np.abs(self.b)).max())
+
+    def accumulate(self, a):
+        """(H, W, in) integer activations -> (H', W', out) exact integer accumulators."""
+        H, W, C = a.shape
+        k = self.k
+        if self.transpose:
+            s, pad = 2, (k - 2) // 2
+            cols = a.reshape(H * W, C) @ self.w.transpose(2, 0, 1, 3).reshape(C, -1)
+            cols = cols.reshape(H, W, k, k, -1)
+            full = np.zeros(((H - 1) * s + k, (W - 1) * s + k, cols.shape[-1]))
+            for p in range(k):
+                for q in range(k):
+                    full[p:p + (H - 1) * s + 1:s, q:q + (W - 1) * s + 1:s] += cols[:, :, p, q]
+            acc = full[pad:pad + H * s, pad:pad + W * s]
+        else:
+            pad = (k - 1) // 2
+            x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
+            patches = np.empty((H, W, k, k, C))
+            for p in range(k):
+                for q in range(k):
+                    patches[:, :, p, q] = x[p:p + H, q:q + W]
+            acc = (patches.reshape(H * W, -1) @ self.w.reshape(-1, self.w.shape[-1]))
+            acc = acc.reshape(H, W, -1)
+        return (acc + self.b).astype(np.int64)
+
+
+class HyperSynthesis:
+    """z_hat (float64, decoder input of the hyper-latent) -> (mean index, scale index):
+    the snapped mean is ``mean_index * MEAN_STEP``."""
+
+    def __init__(self, weights, M, z_lo, z_hi):
+        w = weights
+        self.M = M
+        self.z_lo = np.asarray(z_lo, np.float64)
+        self.z_hi = np.asarray(z_hi, np.float64)
+        in_bits = IN_BITS
+        in_lo, in_hi = np.ldexp(self.z_lo, IN_BITS), np.ldexp(self.z_hi, IN_BITS)
+        self.layers, self.shifts = [], []
+        for name in ("hyper_synthesis/deconv0", "hyper_synthesis/deconv1"):
+            layer = Layer(w[name + "/kernel"], w[name + "/bias"], in_bits, True, in_hi, in_lo)
+            # the largest activation any input in range can produce, in real units
+            top = float(np.ldexp(np.maximum(layer.acc_hi, 0.0), -layer.acc_shift).max())
+            out_bits = ACT_BITS - int(np.frexp(max(top, 1e-300))[1])  # top < 2^(ACT_BITS-out_bits)
+            shift = layer.acc_shift - out_bits
+            self.layers.append(layer)
+            self.shifts.append(shift)
+            in_lo, in_hi = None, np.maximum(_round_shift_f(layer.acc_hi, shift), 0.0)
+            in_bits = out_bits
+        kernel = np.asarray(w["hyper_synthesis/conv2/kernel"], np.float64).copy()
+        bias = np.asarray(w["hyper_synthesis/conv2/bias"], np.float64).copy()
+        # mean channels in units of MEAN_STEP, scale channels in units of one index step
+        kernel[..., :M] *= K.MEAN_GRID
+        bias[:M] *= K.MEAN_GRID
+        kernel[..., M:] /= K.LOG_SCALE_STEP
+        bias[M:] = (bias[M:] - K.LOG_SCALE_MIN) / K.LOG_SCALE_STEP
+        self.last = Layer(kernel, bias, in_bits, False, in_hi)
+        self.check_bounds()
+
+    def check_bounds(self):
+        for layer in self.layers + [self.last]:
+            if not layer.acc_bound < EXACT_LIMIT:
+                raise ValueError("integer hyper-synthesis exceeds the exact range of float64")
+
+    def __call__(self, z_hat):
+        a = np.clip(np.asarray(z_hat, np.float64), self.z_lo, self.z_hi)
+        a = np.rint(np.ldexp(a, IN_BITS))
+        for layer, shift in zip(self.layers, self.shifts):
+            acc = layer.accumulate(a)
+            a = np.maximum(_round_shift_vec(acc, shift), 0).astype(np.float64)
+        acc = self.last.accumulate(a)
+        out = _round_shift_vec(acc, self.last.acc_shift)
+        mean_index = out[..., :self.M]
+        scale_index = np.clip(out[..., self.M:], 0, K.SCALE_LEVELS - 1)
+        return mean_index, scale_index
+
+
+def _round_shift_vec(acc, shift):
+    """round(acc / 2^shift) half up, per channel (last axis) shifts, int64."""
+    shift = np.broadcast_to(np.asarray(shift, np.int64), acc.shape[-1:])
+    left = np.maximum(-shift, 0)
+    right = np.maximum(shift, 0)
+    half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
+    return np.right_shift(np.left_shift(acc, left) + half, right)
+
+
+def _round_shift_f(x, shift):
+    """The same rounding on exact integers held in float64 (bounds only)."""
+    return np.floor(np.ldexp(np.asarray(x, np.float64), -np.asarray(shift)) + 0.5)
