@@ -26,6 +26,10 @@ def load(threads=None):
             import tensorflow as tf
             import tensorflow_compression as tfc
             tf.get_logger().setLevel("ERROR")
+        except ImportError as e:
+            from .errors import CodecError
+            raise CodecError(f"this needs TensorFlow ({e.name} is not installed): "
+                             "pip install 'uqcodec[train]'") from None
         finally:
             os.dup2(saved, 2)
             os.close(saved)

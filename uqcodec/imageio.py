@@ -84,21 +84,36 @@ def atomic_write(path, data):
     """Write bytes to path via a temporary file in the same folder + rename."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".uqcodec-", suffix=".part", dir=folder)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".uqcodec-", suffix=".part", dir=folder)
+    except OSError as e:  # name the output, not the temporary file
+        raise OSError(e.errno, e.strerror, path) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a new file honours the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename == tmp:
+            raise OSError(e.errno, e.strerror, path) from None
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+PNG_LEVEL = 3  # zlib level: a few percent larger than Pillow's default 6, several times faster
 
 
 def png_bytes(array):
     import io
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", compress_level=PNG_LEVEL)
     return buf.getvalue()

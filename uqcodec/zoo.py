@@ -3,7 +3,8 @@
 A model is a directory with ``model.json`` (the model card and config),
 ``weights.npz`` (inference weights) and ``tables.npz`` (the factorized prior's
 coding tables, computed at export). Shipped models live in ``models/`` at the
-repository root (override with the UQCODEC_MODELS environment variable).
+repository root, installed as ``uqcodec/_models`` (override with the UQCODEC_MODELS
+environment variable).
 """
 import json
 import os
@@ -14,10 +15,16 @@ DEFAULT_ARCH = "hyperprior"
 
 
 def models_dir():
+    """UQCODEC_MODELS, else ``models/`` of a source checkout, else the installed copy."""
     env = os.environ.get("UQCODEC_MODELS")
     if env:
         return env
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(os.path.dirname(here), "models")
+    if os.path.isdir(source) and os.path.exists(os.path.join(os.path.dirname(here),
+                                                             "pyproject.toml")):
+        return source
+    return os.path.join(here, "_models")  # pip install (wheel): package data
 
 
 def read_card(path):

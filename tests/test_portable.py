@@ -1,0 +1,197 @@
+"""Files decode on every machine: the exact entropy path (format version 3).
+
+Other machines are stood in for by settings that change this machine's float
+arithmetic: OpenBLAS kernels of other CPUs (NumPy's matrix products), one BLAS
+thread, TensorFlow without oneDNN, onnxruntime without graph optimizations and
+with one or two threads. Every setting decodes in a fresh process and must give
+exactly the encoder's latents and pixels within 1 level of its reconstruction.
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import uqcodec
+from uqcodec import codec, container, intnet, zoo
+from conftest import ROOT, load, shipped
+
+SETTINGS = {
+    "same": {},
+    "openblas-haswell": {"OPENBLAS_CORETYPE": "Haswell"},
+    "openblas-sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
+    "openblas-skylakex": {"OPENBLAS_CORETYPE": "SkylakeX"},
+    "openblas-1-thread": {"OPENBLAS_NUM_THREADS": "1"},
+    "tf-no-onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "ort-no-optimization": {"UQCODEC_ORT_NO_OPT": "1"},
+    "ort-1-thread": {"UQCODEC_THREADS": "1"},
+    "ort-2-threads": {"UQCODEC_THREADS": "2"},
+}
+
+DECODE = r"""
+import hashlib, json, sys
+import numpy as np
+import uqcodec
+from uqcodec import codec, container, zoo
+out = {}
+for path in sys.argv[1:]:
+    data = open(path, "rb").read()
+    header, streams = container.unpack(data)
+    c = codec.load(zoo.find_by_name(header.model))
+    h = hashlib.sha256()
+    for _, y_dec in c.decode_latents(header, streams):
+        h.update(np.ascontiguousarray(y_dec, np.float64).tobytes())
+    pixels = uqcodec.decompress(data, rgb=True)
+    np.save(path + ".npy", pixels)
+    out[path] = h.hexdigest()
+out["tensorflow"] = any(m.startswith("tensorflow") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def _latents_sha(c, data):
+    h = hashlib.sha256()
+    for _, y_dec in c.decode_latents(*container.unpack(data)):
+        h.update(np.ascontiguousarray(y_dec, np.float64).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """Files of both families and quantizers (one with several tiles), with the
+    encoder's latents and reconstructions."""
+    tmp = tmp_path_factory.mktemp("portable")
+    img = load("kodim05_crop.png")
+    files = {}
+    jobs = [(shipped("hyperprior"), "uq", 1024), (shipped("hyperprior"), "round", 1024),
+            (shipped("hyperprior"), "uq", 64), (shipped("linear"), "uq", 1024)]
+    for i, (model, q, tile) in enumerate(jobs):
+        data, info = uqcodec.compress_with_info(img, model=model, seed=1000 + i, quantizer=q,
+                                                reconstruct=True, tile=tile)
+        path = str(tmp / f"f{i}.uq")
+        with open(path, "wb") as f:
+            f.write(data)
+        c = codec.load(zoo.resolve(model))
+        files[path] = (_latents_sha(c, data), info["reconstruction"])
+    return files
+
+
+def _runs_here(env):
+    """False if this CPU cannot run the setting (e.g. an OpenBLAS kernel for AVX-512)."""
+    probe = subprocess.run([sys.executable, "-c", "import numpy as np; a = np.ones((64, 64), "
+                            "np.float32); a @ a"], env=env, capture_output=True, timeout=120)
+    return probe.returncode != -signal.SIGILL
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_files_decode_exactly_under_other_arithmetic(written, setting):
+    env = dict(os.environ, PYTHONPATH=ROOT, **SETTINGS[setting])
+    if not _runs_here(env):
+        pytest.skip(f"this CPU cannot run {setting}")
+    run = subprocess.run([sys.executable, "-c", DECODE, *written], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got.pop("tensorflow") is False
+    for path, (latents, recon) in written.items():
+        assert got[path] == latents, f"{setting}: {os.path.basename(path)} latents differ"
+        pixels = np.load(path + ".npy")
+        assert np.abs(pixels.astype(int) - recon).max() <= 1
+
+
+def _accumulate_int64(layer, a):
+    """The same layer in int64 arithmetic, summed in another order (taps outermost,
+    input channels reversed): an independent implementation of ``Layer.accumulate``."""
+    w = layer.w.astype(np.int64)[:, :, ::-1, :]
+    a = a.astype(np.int64)[:, :, ::-1]
+    H, W, _ = a.shape
+    k = layer.k
+    if layer.transpose:
+        s, pad = 2, (k - 2) // 2
+        full = np.zeros(((H - 1) * s + k, (W - 1) * s + k, w.shape[-1]), np.int64)
+        for p in reversed(range(k)):
+            for q in reversed(range(k)):
+                full[p:p + (H - 1) * s + 1:s, q:q + (W - 1) * s + 1:s] += np.tensordot(
+                    a, w[p, q], axes=([2], [0]))
+        acc = full[pad:pad + H * s, pad:pad + W * s]
+    else:
+        pad = (k - 1) // 2
+        x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
+        acc = np.zeros((H, W, w.shape[-1]), np.int64)
+        for p in reversed(range(k)):
+            for q in reversed(range(k)):
+                acc += np.tensordot(x[p:p + H, q:q + W], w[p, q], axes=([2], [0]))
+    return acc + layer.b.astype(np.int64)
+
+
+def test_integer_hyper_synthesis_is_the_same_in_any_summation_order():
+    c = codec.load(zoo.resolve(shipped("hyperprior")))
+    hs = c.family.hyper_synthesis
+    img = load("kodim05_crop.png")
+    y, z = c.analyze(img)
+    rng = np.random.default_rng(0)
+    z_hat = np.rint(z) + rng.random(z.shape) - 0.5
+    mean_index, scale_index = hs(z_hat)
+    # the same network in int64 with another summation order
+    a = np.rint(np.ldexp(np.clip(z_hat, hs.z_lo, hs.z_hi), intnet.IN_BITS))
+    for layer, shift in zip(hs.layers, hs.shifts):
+        acc = _accumulate_int64(layer, a)
+        assert np.array_equal(acc, layer.accumulate(a))
+        a = np.maximum(intnet._round_shift_vec(acc, shift), 0)
+    out = intnet._round_shift_vec(_accumulate_int64(hs.last, a), hs.last.acc_shift)
+    assert np.array_equal(out[..., :hs.M], mean_index)
+    assert np.array_equal(np.clip(out[..., hs.M:], 0, 127), scale_index)
+    # and the bound that makes float64 sums exact holds with margin
+    assert max(layer.acc_bound for layer in hs.layers + [hs.last]) < 2.0 ** 50
+
+
+def test_integer_hyper_synthesis_follows_the_float_one():
+    """The integer network is a faithful copy: scale indices and snapped means agree with
+    the float32 hyper-synthesis almost everywhere and never differ by more than one step."""
+    from uqcodec import engine as E
+    from uqcodec.onnxgraph import Graph
+    name = shipped("hyperprior")
+    c = codec.load(zoo.resolve(name))
+    w = dict(np.load(os.path.join(zoo.resolve(name), "weights.npz")))
+    g = Graph(c.family.N)
+    E.deconv(g, w, "hyper_synthesis/deconv0", relu=True)
+    E.deconv(g, w, "hyper_synthesis/deconv1", relu=True)
+    E.conv(g, w, "hyper_synthesis/conv2", 1)
+    float_hs = E.Transform(g, 2 * c.family.M)
+    y, z = c.analyze(load("kodim05_crop.png"))
+    z_hat = np.rint(z)
+    out = float_hs(z_hat).astype(np.float64)
+    M = c.family.M
+    from uqcodec.constants import LOG_SCALE_MIN, LOG_SCALE_STEP
+    scale_f = np.clip(np.rint((out[..., M:] - LOG_SCALE_MIN) / LOG_SCALE_STEP), 0, 127)
+    mean_f = np.rint(out[..., :M] * 64)
+    mean_i, scale_i = c.family.hyper_synthesis(z_hat)
+    assert np.abs(scale_f - scale_i).max() <= 1 and np.mean(scale_f == scale_i) > 0.99
+    assert np.abs(mean_f - mean_i).max() <= 1 and np.mean(mean_f == mean_i) > 0.99
+
+
+CLI_WITHOUT_TF = r"""
+import sys
+from uqcodec import cli
+for args in (["compress", sys.argv[1], "-o", sys.argv[2]], ["decompress", sys.argv[2], "-o",
+             sys.argv[3]], ["info", sys.argv[2]], ["models"]):
+    try:
+        cli.main(args, standalone_mode=False)
+    except SystemExit as e:
+        assert not e.code, e.code
+print("TF", any(m.startswith("tensorflow") for m in sys.modules))
+"""
+
+
+def test_cli_and_api_run_without_tensorflow(tmp_path):
+    run = subprocess.run([sys.executable, "-c", CLI_WITHOUT_TF,
+                          os.path.join(ROOT, "examples", "sample.png"), str(tmp_path / "s.uq"),
+                          str(tmp_path / "s.png")], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "TF False"
+    assert (tmp_path / "s.png").exists()
