@@ -30,11 +30,9 @@ def measure(codec, images):
     no_q, rounded = [], []
     for rgb in images:
         h, w = rgb.shape[:2]
-        m = codec.multiple
-        x = np.pad(rgb, ((0, -h % m), (0, -w % m), (0, 0)), mode="edge") / 255.0
-        y = codec._run(codec._analysis, x)
-        no_q.append(psnr(codec._synthesize(y, h, w), rgb))
-        rounded.append(psnr(codec._synthesize(np.rint(y), h, w), rgb))
+        y = codec.analyze(rgb)[0]
+        no_q.append(psnr(codec.synthesize(y, h, w), rgb))
+        rounded.append(psnr(codec.synthesize(np.rint(y), h, w), rgb))
     return float(np.mean(no_q)), float(np.mean(rounded))
 
 

@@ -16,7 +16,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--no-measure", action="store_true")
     args = ap.parse_args()
-    from uqcodec.export import export_model
+    from uqcodec.training.export import export_model
     card = export_model(args.run_dir, args.out, measure=not args.no_measure)
     print(f"{card['name']}: steps {card['steps']} wall {card['wall_seconds']} s, "
           f"Kodak {card['kodak_bpp']} bpp {card['kodak_psnr']} dB")

@@ -28,7 +28,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from uqcodec.train import NEW_MODEL  # noqa: E402  (no TensorFlow at import)
+from uqcodec.training.train import NEW_MODEL  # noqa: E402  (no TensorFlow at import)
 
 BIG = {"N": 128, "M": 192, "latent_gain": 1.0}
 RECIPES = {
@@ -40,7 +40,7 @@ RECIPES = {
 
 
 def train_one(name, args):
-    from uqcodec import train
+    from uqcodec.training import train
     train.train("hyperprior", "un", 0.01, os.path.join(args.out, name), data=args.data,
                 steps=10 ** 7, minutes=args.minutes, progress=False, log_every=500,
                 export=False, resume=True, **RECIPES[name])
@@ -79,7 +79,7 @@ def main():
         for p in procs:
             p.wait()
     from uqcodec.evaluate import measure_model
-    from uqcodec.export import export_model
+    from uqcodec.training.export import export_model
     print(f"| recipe | steps in {args.minutes:g} min | steps/s | UN+Q bpp / PSNR | "
           "UN+UQ bpp / PSNR |")
     print("|---|---|---|---|---|")

@@ -106,7 +106,8 @@ def test_encoder_still_writes_the_golden_v1_bytes():
     """Version-1 writing is kept (legacy.py) for the golden files: it must reproduce them
     exactly on this machine (TensorFlow's float arithmetic is not guaranteed across CPUs)."""
     from PIL import Image
-    from uqcodec import legacy, zoo
+    from uqcodec import zoo
+    from uqcodec.training import legacy
     name = "linear-sr-0.01_uq_v1.uq"
     want = TABLE[name]
     img = np.asarray(Image.open(os.path.join(DATA, "kodim05_crop.png")).convert("RGB"))

@@ -17,7 +17,7 @@ def jpeg(rgb, q=20):
 
 
 def tf_ms_ssim(a, b, **kw):
-    from uqcodec import _tf
+    from uqcodec.training import _tf
     tf, _ = _tf.load()
     return float(tf.image.ssim_multiscale(tf.constant(a, tf.float32), tf.constant(b, tf.float32),
                                           255.0, **kw))

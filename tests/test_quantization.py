@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from uqcodec import quantization as Q
-from uqcodec.train import alpha_at, lr_at, run_fraction
+from uqcodec.training.train import alpha_at, lr_at, run_fraction
 
 
 def test_soft_round_limits():
@@ -33,7 +33,7 @@ def test_conditional_mean_is_consistent_with_soft_round():
 
 
 def test_numpy_matches_tensorflow_compression():
-    from uqcodec import _tf
+    from uqcodec.training import _tf
     tf, tfc = _tf.load()
     x = np.linspace(-2.7, 2.7, 301)
     for a in (0.5, 3.0, 9.0):

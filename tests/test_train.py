@@ -14,8 +14,8 @@ SMALL = {"linear": {"M": 24}, "hyperprior": {"N": 16, "M": 24}}
 @pytest.mark.parametrize("arch", ["linear", "hyperprior"])
 @pytest.mark.parametrize("mode", ["un", "sr"])
 def test_train_resume_export_code(tmp_path, arch, mode):
-    from uqcodec import train
-    from uqcodec.export import export_model
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
     run = str(tmp_path / "run")
     kw = dict(data=DATA, patch=64, batch=2, lr=1e-3, warmup=2, progress=False, bf16=False,
               model_args=SMALL[arch], export=False, log_every=1000)
@@ -41,8 +41,8 @@ def test_train_resume_export_code(tmp_path, arch, mode):
 
 
 def test_warm_start(tmp_path):
-    from uqcodec import train
-    from uqcodec.export import export_model
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
     kw = dict(data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
               log_every=1000)
     train.train("linear", "un", 0.01, str(tmp_path / "a"), steps=2, model_args={"M": 24}, **kw)
@@ -55,7 +55,7 @@ def test_warm_start(tmp_path):
 def test_new_model_size_and_resume_keeps_the_run_size(tmp_path):
     """A new hyperprior gets the fast recipe's size (N=64, M=128, latent gain 16); a
     resumed run keeps its own size without being told."""
-    from uqcodec import train
+    from uqcodec.training import train
     kw = dict(data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
               log_every=1000)
     run = str(tmp_path / "r")
@@ -70,8 +70,8 @@ def test_new_model_size_and_resume_keeps_the_run_size(tmp_path):
 def test_low_variance_gradient_is_the_expected_gradient():
     """Soft rounding: same values with and without the low-variance gradient, and its
     gradient equals the average of the plain gradient over the noise (Monte Carlo)."""
-    from uqcodec import _tf, priors
-    from uqcodec.model import noisy_latent
+    from uqcodec.training import _tf, priors
+    from uqcodec.training.model import noisy_latent
     tf, _ = _tf.load()
     y0 = np.array([-1.3, -0.45, 0.1, 0.5, 0.8, 2.2], np.float64)
     mean, scale, alpha = 0.3, 1.7, tf.constant(3.0, tf.float64)
@@ -98,8 +98,8 @@ def test_low_variance_gradient_is_the_expected_gradient():
 
 def test_latent_gain_scales_the_latents_only():
     """config latent_gain G: analysis output x G, synthesis input / G, same weights."""
-    from uqcodec import _tf
-    from uqcodec.model import CompressionModel
+    from uqcodec.training import _tf
+    from uqcodec.training.model import CompressionModel
     tf, _ = _tf.load()
     base = CompressionModel({"arch": "hyperprior", "N": 16, "M": 24})
     gained = CompressionModel({"arch": "hyperprior", "N": 16, "M": 24, "latent_gain": 4.0})
@@ -117,10 +117,10 @@ def test_widened_model_computes_what_the_small_one_did(tmp_path, crop):
     the reconstruction are unchanged, the new latents start near zero, and training
     and coding work on the grown model."""
     import tensorflow as tf
-    from uqcodec import train
-    from uqcodec.export import export_model
-    from uqcodec.model import CompressionModel
-    from uqcodec.widen import NEW_STD, widen
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
+    from uqcodec.training.model import CompressionModel
+    from uqcodec.training.widen import NEW_STD, widen
     kw = dict(data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
               log_every=1000)
     train.train("hyperprior", "un", 0.01, str(tmp_path / "a"), steps=3,

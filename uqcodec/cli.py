@@ -295,7 +295,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
     warm-up, constant, cosine decay to 1/100 from --decay-start to the end of the run.
     """
-    from . import train as T
+    from .training import train as T
 
     def pair(text, name):
         try:
@@ -311,7 +311,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
             warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,
             low_variance=low_variance, minutes=minutes, init_from=init_from, resume=resume,
             seed=seed, bf16=bf16, model_args=args, export=False)
-    from .export import export_model
+    from .training.export import export_model
     card = export_model(run, out)
     click.echo(f"exported {out}: kodak bpp {card.get('kodak_bpp')} PSNR {card.get('kodak_psnr')}")
 

@@ -82,7 +82,7 @@ class Codec:
     def legacy(self):
         """The TensorFlow decoder of version-1/2 files (loaded on first use)."""
         if self._legacy is None:
-            from .legacy import LegacyCodec
+            from .training.legacy import LegacyCodec
             self._legacy = LegacyCodec(self.path)
         return self._legacy
 
@@ -95,7 +95,7 @@ class Codec:
                                  "for hyperprior models only")
             if not self.card.get("lambda"):
                 raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
-            from .refine import Refiner
+            from .training.refine import Refiner
             self._refiner = Refiner(self.legacy.model, self.card["lambda"],
                                     self.rounding.alpha, self.rounding.alpha_r)
         return self._refiner

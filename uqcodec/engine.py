@@ -1,6 +1,6 @@
 """The float32 inference engine: the transforms' layers as onnxruntime graphs.
 
-Layers mirror the Keras layers that training uses (``training/transforms.py``),
+Layers mirror the Keras layers that training uses (``training/linear.py``, ``training/hyperprior.py``),
 read from a model's ``weights.npz``: convolutions and transposed convolutions
 with TensorFlow's "same" padding, ReLU, GDN and inverse GDN (tensorflow-
 compression's default form: ``x / (beta + |x| gamma)``, ``x * (...)`` for the
@@ -13,8 +13,6 @@ coding table is computed here (``intnet.py`` does that exactly).
 import os
 
 import numpy as np
-
-from .onnxgraph import Graph
 
 _PEDESTAL = 2.0 ** -36  # tfc.GDN's reparametrization offset (2^-18) squared
 

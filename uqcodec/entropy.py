@@ -90,63 +90,6 @@ def _unescape(sym, lo, hi, esc):
     return out
 
 
-# --- factorized tables (computed at export) ----------------------------------
-
-def factorized_tables(model):
-    """Per-channel probability tables of a model's factorized prior.
-
-    Returns {"lo": (C,), "size": (C,), "probs": (sum_c size_c, LEVELS+1)} as
-    float32: row j of channel c's block is P(k | u_j) for k = lo_c .. lo_c+size_c-1,
-    with the end bins holding the tail mass. Soft-rounding models use the
-    soft-rounding-inverted bin edges.
-    """
-    from . import _tf
-    tf, tfc = _tf.load()
-    from tensorflow_compression.python.distributions import helpers
-    prior = model.factorized
-    alpha = model.config.get("alpha") if model.config.get("training") == "sr" else None
-    lower = helpers.lower_tail(prior, TAIL_MASS).numpy()
-    upper = helpers.upper_tail(prior, TAIL_MASS).numpy()
-    lo = np.floor(lower).astype(np.int64) - 1
-    hi = np.ceil(upper).astype(np.int64) + 1
-    size = hi - lo + 1
-    u = np.concatenate([Q.level_values(), [0.0]])  # (L+1,)
-    C, smax = len(lo), int(size.max())
-    # Bin edges of every channel, padded to a common length: (L+1, smax+1, C).
-    k = lo[None, :] + np.minimum(np.arange(smax)[:, None], size[None, :] - 1)  # (smax, C)
-    v = k[None, :, :].astype(np.float64) + u[:, None, None]
-    e_lo = Q.soft_round_inverse(v - 0.5, alpha)
-    e_hi = Q.soft_round_inverse(v + 0.5, alpha)
-    edges = np.concatenate([e_lo, e_hi[:, -1:, :]], axis=1)
-    logits = np.empty(edges.shape)
-    flat = edges.reshape(-1, C)
-    out = logits.reshape(-1, C)
-    for i in range(0, len(flat), 65536):
-        out[i:i + 65536] = prior._logits_cumulative(
-            tf.constant(flat[i:i + 65536], tf.float32)).numpy()
-    blocks = []
-    for c in range(C):
-        n = int(size[c])
-        lg = np.concatenate([logits[:, :n, c], logits[:, -1:, c] * 0 + _last_edge(
-            prior, e_hi[:, n - 1, c], c, C, tf)], axis=1) if n < smax else logits[:, :, c]
-        cdf = 1.0 / (1.0 + np.exp(-lg))
-        sf = 1.0 / (1.0 + np.exp(lg))
-        # Interior bins by CDF or survival differences (whichever is more precise).
-        p = np.where(lg[:, :-1] + lg[:, 1:] > 0, sf[:, :-1] - sf[:, 1:], cdf[:, 1:] - cdf[:, :-1])
-        p[:, 0] = cdf[:, 1]
-        p[:, -1] = sf[:, -2]
-        blocks.append(np.maximum(p, 0.0).T.astype(np.float32))  # (S, L+1)
-    probs = np.concatenate(blocks, axis=0)
-    return {"lo": lo, "size": size, "probs": probs}
-
-
-def _last_edge(prior, edge, c, C, tf):
-    """Logits of the upper edge of channel c's last bin (shape (L+1,))."""
-    x = np.zeros((len(edge), C), np.float32)
-    x[:, c] = edge
-    return prior._logits_cumulative(tf.constant(x)).numpy()[:, c:c + 1].astype(np.float64)
-
-
 class FactorizedCoder:
     """Codes factorized latents (..., C) given dither level indices."""
 

@@ -25,7 +25,7 @@ MEASURES = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
     """Mean bpp (real file size, header included) and mean PSNR over a folder."""
     from .api import compress_with_info, decompress
-    from .data import list_images
+    from .training.data import list_images
     files = list_images(folder)
     bpps, psnrs = [], []
     it = files
@@ -196,7 +196,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     import PIL
 
     from . import baselines as B, report
-    from .data import list_images
+    from .training.data import list_images
     report.check_out(out, force)
     if not os.path.isdir(folder):
         raise CodecError(f"{folder}: no such directory")

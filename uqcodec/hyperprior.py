@@ -7,7 +7,7 @@ integer network, ``intnet.py``) gives the snapped mean and the scale index of
 every element of ``y``, which is coded with Gaussian tables; the synthesis
 (transposed convolutions with inverse GDN) rebuilds the image.
 Per tile three streams: ``[z, y, escapes]``. Training's Keras version of the
-same layers: ``training/transforms.py``.
+same layers: ``training/hyperprior.py``.
 """
 import numpy as np
 

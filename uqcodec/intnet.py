@@ -33,13 +33,6 @@ ACT_BITS = 22      # 0 <= activation < 2^22
 EXACT_LIMIT = 2.0 ** 53
 
 
-def _round_shift(acc, shift):
-    """round(acc / 2^shift), half up, for int64 ``acc`` (shift may be <= 0)."""
-    if shift <= 0:
-        return acc << -shift
-    return (acc + (1 << (shift - 1))) >> shift
-
-
 def _quantize(w, b, in_shift):
     """Per-output-channel integer weights (last axis = output channel) and biases."""
     w = np.asarray(w, np.float64)

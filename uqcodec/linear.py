@@ -4,7 +4,7 @@ factorized prior (inference).
 The analysis sees ``(x - 1/2) * LINEAR_GAIN``; the latents ``y`` (one value per
 channel every ``stride`` pixels) are coded with the factorized prior's tables.
 Per tile two streams: ``[y, escapes]``. Training's Keras version:
-``training/transforms.py``.
+``training/linear.py``.
 """
 import numpy as np
 

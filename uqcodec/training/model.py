@@ -1,10 +1,10 @@
 """A compression model: transforms + priors of one family, with weight I/O.
 
-``CompressionModel(config)`` builds the Keras transforms of ``config["arch"]``
-("linear" or "hyperprior") and the factorized prior (tfc.DeepFactorized) of the
-factorized latent (``y`` for linear, ``z`` for hyperprior). ``forward`` is the
-training graph (noisy latents, rate in bits); the codec uses the transform
-methods (``analysis``, ``hyper_params``...) on real quantized values.
+``CompressionModel(config)`` builds the model of ``config["arch"]``: the
+family's Keras transforms and priors (``linear.py``, ``hyperprior.py``), on the
+shared ``BaseModel`` (weight I/O, the training forward pass). ``noisy_latent``
+is the training proxy of quantization that both families use; ``save_model_dir``
+and ``factorized_tables`` write a model directory for the codec.
 """
 import io
 import json
@@ -12,24 +12,35 @@ import os
 
 import numpy as np
 
+from .. import entropy, quantization
 from . import _tf, priors
-from .codec import fingerprint  # noqa: F401  (export and cards use it)
+from ..codec import fingerprint  # noqa: F401  (export and cards use it)
 
 tf, tfc = _tf.load()
-from . import transforms as T  # noqa: E402
+layers = tf.keras.layers
 
-DEFAULTS = {
-    "linear": {"M": 192, "stride": 8, "kernel": 16},
-    "hyperprior": {"N": 128, "M": 192},
-}
-PAD_MULTIPLE = {"linear": None, "hyperprior": 64}
 # Config keys that fix the shape of a model's weights (a warm start or resume must keep them).
 SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain")
 
 
+def families():
+    """{arch: model class}; each family's training code lives in its own module."""
+    from .hyperprior import HyperpriorModel
+    from .linear import LinearModel
+    return {"linear": LinearModel, "hyperprior": HyperpriorModel}
+
+
+def CompressionModel(config, conv_dtype="float32"):  # noqa: N802  (constructs a model)
+    """The training model of ``config["arch"]`` ("linear" or "hyperprior")."""
+    cls = families().get(config.get("arch"))
+    if cls is None:
+        raise ValueError(f"unknown architecture {config.get('arch')!r}")
+    return cls(config, conv_dtype)
+
+
 def full_config(config):
     """Fill family defaults into a config dict."""
-    cfg = dict(DEFAULTS[config["arch"]])
+    cfg = dict(families()[config["arch"]].defaults)
     cfg.update(config)
     cfg.setdefault("training", "un")
     cfg.setdefault("alpha", None)
@@ -38,37 +49,28 @@ def full_config(config):
 
 def pad_multiple(cfg):
     """Image sizes are padded to a multiple of this before the analysis transform."""
-    return cfg["stride"] if cfg["arch"] == "linear" else 64
+    return families()[cfg["arch"]].pad_multiple(cfg)
 
 
-class CompressionModel(tf.Module):
-    """Transforms and priors of one model."""
+def conv_layer(filters, kernel, stride, name, dtype, transpose=False, activation=None):
+    """A Keras (transposed) convolution with TensorFlow's "same" padding."""
+    cls = layers.Conv2DTranspose if transpose else layers.Conv2D
+    return cls(filters, kernel, strides=stride, padding="same", use_bias=True,
+               activation=activation, name=name, dtype=dtype)
+
+
+class BaseModel(tf.Module):
+    """Transforms and priors of one model; a family (``linear.py``, ``hyperprior.py``)
+    adds ``make`` (its layers), ``hyper_latent`` and ``relaxed``."""
 
     def __init__(self, config, conv_dtype="float32"):
         super().__init__(name="uqcodec")
         self.config = cfg = full_config(config)
-        self.arch = cfg["arch"]
-        if self.arch == "linear":
-            self.analysis = T.LinearAnalysis(cfg["M"], cfg["stride"], cfg["kernel"], conv_dtype)
-            self.synthesis = T.LinearSynthesis(cfg["stride"], cfg["kernel"], conv_dtype)
-            self.factorized = tfc.DeepFactorized(batch_shape=(cfg["M"],), name="prior")
-        elif self.arch == "hyperprior":
-            gain = float(cfg.get("latent_gain") or 1.0)
-            self.analysis = T.HyperAnalysis(cfg["N"], cfg["M"], conv_dtype, gain)
-            self.synthesis = T.HyperSynthesis(cfg["N"], conv_dtype, gain)
-            self.hyper_analysis = T.HyperPriorAnalysis(cfg["N"], conv_dtype)
-            self.hyper_synthesis = T.HyperPriorSynthesis(cfg["N"], cfg["M"], conv_dtype)
-            self.factorized = tfc.DeepFactorized(batch_shape=(cfg["N"],), name="hyperprior")
-        else:
-            raise ValueError(f"unknown architecture {self.arch!r}")
-        self._build()
-
-    def _build(self):
-        m = pad_multiple(self.config)
-        x = tf.zeros((1, m, m, 3))
-        y = self.analysis(x)
+        self.make(cfg, conv_dtype)
+        m = self.pad_multiple(cfg)
+        y = self.analysis(tf.zeros((1, m, m, 3)))
         self.synthesis(y)
-        if self.arch == "hyperprior":
+        if hasattr(self, "hyper_synthesis"):
             self.hyper_synthesis(self.hyper_analysis(y))
         self.factorized.cdf(tf.zeros((1, self.factorized.batch_shape[0])))
 
@@ -79,30 +81,11 @@ class CompressionModel(tf.Module):
         ``alpha`` (soft rounding s_alpha, None for additive noise only) and
         ``alpha_r`` (the r_alpha of the decoder input, default ``alpha``);
         ``low_variance`` takes the expectation over the noise in the gradient.
+        ``relaxed`` does the same from given latents ``y`` (and ``z``), with optional
+        noise ``(u_y, u_z)``.
         """
         y = self.analysis(x)
-        z = self.hyper_analysis(y) if self.arch == "hyperprior" else None
-        return self.relaxed(y, z, alpha, alpha_r, low_variance)
-
-    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None)):
-        """The training relaxation from given latents ``y`` (and ``z``): noisy decoder
-        inputs, rates and reconstruction, as ``forward``. ``noise``: optional (u_y, u_z)."""
-        q = dict(alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)
-        if self.arch == "linear":
-            y_dec, bits_y = noisy_latent(
-                y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi),
-                u=noise[0], **q)
-            bits_z = tf.constant(0.0)
-        else:
-            z_dec, bits_z = noisy_latent(
-                z, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi),
-                u=noise[1], **q)
-            mean, log_scale = self.hyper_synthesis.mean_log_scale(z_dec)
-            scale = tf.exp(tfc.lower_bound(log_scale, T.LOG_SCALE_MIN))
-            y_dec, bits_y = noisy_latent(
-                y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), u=noise[0], **q)
-        x_hat = self.synthesis(y_dec)
-        return x_hat, bits_y, bits_z
+        return self.relaxed(y, self.hyper_latent(y), alpha, alpha_r, low_variance)
 
     # --- weights --------------------------------------------------------------
     def named_variables(self):
@@ -176,12 +159,11 @@ def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True, u=Non
 
 def save_model_dir(model, out_dir, card):
     """Write weights.npz + tables.npz + model.json into out_dir (atomically per file)."""
-    from . import entropy
     os.makedirs(out_dir, exist_ok=True)
     wbytes = model.weights_npz(half=True)
     # Reload the shipped (float16) weights so tables match exactly what ships.
     model.load_weights_npz(wbytes)
-    tables = entropy.factorized_tables(model)
+    tables = factorized_tables(model)
     _atomic_write(os.path.join(out_dir, "weights.npz"), wbytes)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: (v.astype(np.float16) if k == "probs" else v) for k, v in tables.items()})
@@ -199,3 +181,58 @@ def _atomic_write(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+# --- coding tables of the factorized prior (computed at export) -------------
+
+def factorized_tables(model):
+    """Per-channel probability tables of a model's factorized prior.
+
+    Returns {"lo": (C,), "size": (C,), "probs": (sum_c size_c, LEVELS+1)} as
+    float32: row j of channel c's block is P(k | u_j) for k = lo_c .. lo_c+size_c-1,
+    with the end bins holding the tail mass. Soft-rounding models use the
+    soft-rounding-inverted bin edges.
+    """
+    from tensorflow_compression.python.distributions import helpers
+    prior = model.factorized
+    alpha = model.config.get("alpha") if model.config.get("training") == "sr" else None
+    lower = helpers.lower_tail(prior, entropy.TAIL_MASS).numpy()
+    upper = helpers.upper_tail(prior, entropy.TAIL_MASS).numpy()
+    lo = np.floor(lower).astype(np.int64) - 1
+    hi = np.ceil(upper).astype(np.int64) + 1
+    size = hi - lo + 1
+    u = np.concatenate([quantization.level_values(), [0.0]])  # (L+1,)
+    C, smax = len(lo), int(size.max())
+    # Bin edges of every channel, padded to a common length: (L+1, smax+1, C).
+    k = lo[None, :] + np.minimum(np.arange(smax)[:, None], size[None, :] - 1)  # (smax, C)
+    v = k[None, :, :].astype(np.float64) + u[:, None, None]
+    e_lo = quantization.soft_round_inverse(v - 0.5, alpha)
+    e_hi = quantization.soft_round_inverse(v + 0.5, alpha)
+    edges = np.concatenate([e_lo, e_hi[:, -1:, :]], axis=1)
+    logits = np.empty(edges.shape)
+    flat = edges.reshape(-1, C)
+    out = logits.reshape(-1, C)
+    for i in range(0, len(flat), 65536):
+        out[i:i + 65536] = prior._logits_cumulative(
+            tf.constant(flat[i:i + 65536], tf.float32)).numpy()
+    blocks = []
+    for c in range(C):
+        n = int(size[c])
+        lg = np.concatenate([logits[:, :n, c], logits[:, -1:, c] * 0 + _last_edge(
+            prior, e_hi[:, n - 1, c], c, C, tf)], axis=1) if n < smax else logits[:, :, c]
+        cdf = 1.0 / (1.0 + np.exp(-lg))
+        sf = 1.0 / (1.0 + np.exp(lg))
+        # Interior bins by CDF or survival differences (whichever is more precise).
+        p = np.where(lg[:, :-1] + lg[:, 1:] > 0, sf[:, :-1] - sf[:, 1:], cdf[:, 1:] - cdf[:, :-1])
+        p[:, 0] = cdf[:, 1]
+        p[:, -1] = sf[:, -2]
+        blocks.append(np.maximum(p, 0.0).T.astype(np.float32))  # (S, L+1)
+    probs = np.concatenate(blocks, axis=0)
+    return {"lo": lo, "size": size, "probs": probs}
+
+
+def _last_edge(prior, edge, c, C, tf):
+    """Logits of the upper edge of channel c's last bin (shape (L+1,))."""
+    x = np.zeros((len(edge), C), np.float32)
+    x[:, c] = edge
+    return prior._logits_cumulative(tf.constant(x)).numpy()[:, c:c + 1].astype(np.float64)

@@ -64,7 +64,8 @@ def widen(old, new, sample, seed=0):
     ``sample``: a float32 batch (1, H, W, 3) in [0, 1] of a natural picture, on which
     the new latents and hyper-latents are scaled to std NEW_STD.
     """
-    from . import _tf, priors, transforms
+    from . import _tf, priors
+    from ..constants import LOG_SCALE_MIN
     tf, _ = _tf.load()
     n_old, m_old = old.config["N"], old.config["M"]
     n_new, m_new = new.config["N"], new.config["M"]
@@ -76,7 +77,7 @@ def widen(old, new, sample, seed=0):
     old_w = {k: v.numpy() for k, v in old.named_variables().items()}
     variables = new.named_variables()
     fresh_w = {k: v.numpy() for k, v in variables.items()}
-    w = widen_weights(old_w, fresh_w, m_old, m_new, transforms.LOG_SCALE_MIN, peaked,
+    w = widen_weights(old_w, fresh_w, m_old, m_new, LOG_SCALE_MIN, peaked,
                       np.random.default_rng(seed))
     for k, v in variables.items():
         v.assign(w[k])

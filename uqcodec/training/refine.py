@@ -29,7 +29,7 @@ file's seed, so the same image, model and seed give the same file.
 import numpy as np
 
 from . import _tf
-from .entropy import MEAN_STEP
+from ..entropy import MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
 EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss

@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from . import container, entropy, quantization as Q
-from .errors import CodecError
+from .. import container, entropy, quantization as Q
+from ..errors import CodecError
 
 _cache = {}
 _lock = threading.Lock()
@@ -71,8 +71,9 @@ def _interrupt_deferred():
 
 class LegacyCodec:
     def __init__(self, path):
-        from . import zoo, _tf
-        from .codec import fingerprint
+        from . import _tf
+        from .. import zoo
+        from ..codec import fingerprint
         from .model import CompressionModel
         tf, _ = _tf.load()
         self.tf = tf

@@ -3,7 +3,7 @@ import json
 import os
 import shutil
 
-from . import zoo
+from .. import zoo
 
 CARD_FIELDS = ("name", "arch", "training", "lambda", "steps", "kodak_bpp", "kodak_psnr")
 
@@ -34,8 +34,8 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(model, tmp, card)
     if measure:
-        from .evaluate import measure_model
-        kodak = kodak or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+        from ..evaluate import measure_model
+        kodak = kodak or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
                                       "kodak")
         if os.path.isdir(kodak):
             res = measure_model(tmp, kodak)

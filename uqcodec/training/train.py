@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "train")
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "train")
 
 # Size of a new (not warm-started) model, unless given. The hyperprior is smaller than
 # Minnen et al.'s N=128/M=192: about 3x the steps per second on a CPU, which wins on a

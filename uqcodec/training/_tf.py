@@ -27,7 +27,7 @@ def load(threads=None):
             import tensorflow_compression as tfc
             tf.get_logger().setLevel("ERROR")
         except ImportError as e:
-            from .errors import CodecError
+            from ..errors import CodecError
             raise CodecError(f"this needs TensorFlow ({e.name} is not installed): "
                              "pip install 'uqcodec[train]'") from None
         finally:
