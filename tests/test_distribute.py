@@ -85,10 +85,29 @@ def base(tmp_path_factory):
     return str(tmp / "base")
 
 
-def test_two_workers_compute_what_one_process_computes(tmp_path, base):
+@pytest.fixture(scope="module")
+def reference(base, tmp_path_factory):
+    """STEPS steps of one process with global batch 2 (sr, data split slice): weights."""
+    from uqcodec import train
+    ref = str(tmp_path_factory.mktemp("ref") / "run")
+    train.train("linear", "sr", 0.01, ref, steps=STEPS, init_from=base, seed=3,
+                data_split="slice", strategy="one", **KW)
+    return _weights(os.path.join(ref, "weights.npz"))
+
+
+def _compare(weights, reference, base, what):
+    start = _weights(os.path.join(base, "weights.npz"))
+    diff = max(float(np.abs(weights[k] - reference[k]).max()) for k in reference)
+    moved = min(float(np.abs(reference[k] - start[k]).max()) for k in reference)
+    print(f"max |weights({what}) - weights(1 process)| = {diff:.2e}; "
+          f"smallest move of a weight array = {moved:.2e}")
+    assert diff <= TOL
+    assert moved > 100 * TOL
+
+
+def test_two_workers_compute_what_one_process_computes(tmp_path, base, reference):
     """2 workers x 1 crop == 1 process x 2 crops (same crops and noise: --data-split
     slice): the all-reduced gradient is the gradient of the global batch."""
-    from uqcodec import train
     args = ARGS + ["--mode", "sr", "--steps", str(STEPS), "--init-from", base, "--seed", "3",
                    "--data-split", "slice"]
     runs = [str(tmp_path / "host0" / "run"), str(tmp_path / "host1" / "run")]
@@ -110,26 +129,44 @@ def test_two_workers_compute_what_one_process_computes(tmp_path, base):
     data, info = uqcodec.compress_with_info(x, model=outs[0], seed=5, reconstruct=True)
     np.testing.assert_array_equal(uqcodec.decompress(data, model=outs[0]), info["reconstruction"])
     # the same steps in one process, global batch 2
-    ref = str(tmp_path / "ref")
-    train.train("linear", "sr", 0.01, ref, steps=STEPS, init_from=base, seed=3,
-                data_split="slice", strategy="one", **KW)
-    two, one, start = (_weights(os.path.join(d, "weights.npz")) for d in
-                       (runs[0], ref, os.path.join(base)))
-    diff = max(float(np.abs(two[k] - one[k]).max()) for k in one)
-    moved = min(float(np.abs(one[k] - start[k]).max()) for k in one)
-    print(f"max |weights(2 workers) - weights(1 process)| = {diff:.2e}; "
-          f"smallest move of a weight array = {moved:.2e}")
-    assert diff <= TOL
-    assert moved > 100 * TOL
+    _compare(_weights(os.path.join(runs[0], "weights.npz")), reference, base, "2 workers")
+
+
+MIRRORED = """
+import sys
+from uqcodec import _tf
+tf, _ = _tf.load()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from uqcodec import train
+kw = dict(data=sys.argv[3], patch=64, batch=2, lr=1e-3, warmup=2, progress=False, bf16=False,
+          export=False, log_every=1000)
+state = train.train("linear", "sr", 0.01, sys.argv[2], steps=int(sys.argv[4]), init_from=sys.argv[1],
+                    seed=3, data_split="slice", strategy="mirrored",
+                    devices=["/cpu:0", "/cpu:1"], **kw)
+assert state["replicas"] == 2, state
+"""
+
+
+def test_mirrored_replicas_compute_what_one_process_computes(tmp_path, base, reference):
+    """MirroredStrategy over two (logical) CPU devices of one process, as over two GPUs."""
+    run = str(tmp_path / "run")
+    r = subprocess.run([sys.executable, "-c", MIRRORED, base, run, DATA, str(STEPS)], cwd=ROOT,
+                       env=dict(os.environ, UQCODEC_THREADS="1"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _compare(_weights(os.path.join(run, "weights.npz")), reference, base, "2 mirrored replicas")
 
 
 def test_sigterm_to_the_chief_then_resume(tmp_path, base):
     """SIGTERM to the chief mid-run: both workers stop after the same step, the chief's
-    checkpoint is usable, and --resume under the same strategy continues from it."""
+    checkpoint is usable, and --resume under the same strategy continues from it (the
+    first run on a time budget: the schedules follow the chief's clock)."""
     run = str(tmp_path / "run")  # one run directory, as on a shared file system
     out = str(tmp_path / "model")
     args = ARGS + ["--mode", "un", "--init-from", base]
-    procs = _start_workers(str(tmp_path), args + ["--steps", "1000000"], [run, run], [out, out])
+    procs = _start_workers(str(tmp_path), args + ["--steps", "1000000", "--minutes", "30"],
+                           [run, run], [out, out])
     tb = os.path.join(run, "tb")
     t = time.time()
     while not (os.path.isdir(tb) and os.listdir(tb)) and time.time() - t < 400:
