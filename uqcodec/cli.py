@@ -287,13 +287,27 @@ def models(as_json):
 @click.option("--latent-gain", type=float, default=None,
               help="Hyperprior: fixed gain on the latents, so y starts near unit scale "
                    "(new models: 16; 1 = none). A warm start keeps its model's size and gain.")
+@click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
+              default="auto", show_default=True,
+              help="tf.distribute: one device, mirrored (the GPUs of this host), multiworker "
+                   "(the hosts of TF_CONFIG); auto: multiworker when TF_CONFIG names a "
+                   "cluster, mirrored with several GPUs, else one. --batch is the global batch.")
+@click.option("--data-split", type=click.Choice(["seed", "slice"]), default="seed",
+              show_default=True,
+              help="seed: each worker draws its own crops (seeded by its index); slice: each "
+                   "takes its share of the global batch and noise of a single-process run "
+                   "(for reproducing one; every worker crops the whole batch).")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Measure the exported model on Kodak (when ../shared is present).")
 def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_start, alpha,
           alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
-          latent_gain):
+          latent_gain, strategy, data_split, measure):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
     warm-up, constant, cosine decay to 1/100 from --decay-start to the end of the run.
+    Several hosts: start the same command on each with its TF_CONFIG; only the chief
+    writes (checkpoints, summaries, export), so --run-dir should be shared for --resume.
     """
     from .training import train as T
 
@@ -310,9 +324,14 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
             warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,
             low_variance=low_variance, minutes=minutes, init_from=init_from, resume=resume,
-            seed=seed, bf16=bf16, model_args=args, export=False)
+            seed=seed, bf16=bf16, model_args=args, export=False, strategy=strategy,
+            data_split=data_split)
+    worker, workers, chief = T.worker_role(strategy)
+    if not chief:
+        click.echo(f"worker {worker} of {workers} done (the chief exports)")
+        return
     from .training.export import export_model
-    card = export_model(run, out)
+    card = export_model(run, out, measure=measure)
     click.echo(f"exported {out}: kodak bpp {card.get('kodak_bpp')} PSNR {card.get('kodak_psnr')}")
 
 

@@ -5,12 +5,22 @@ resume, warm starts, TensorBoard summaries and a progress bar.
 Writes into ``out``: ``ckpt/`` (full training state, for --resume),
 ``weights.npz`` + ``train.json`` (inference weights + config, refreshed at every
 checkpoint) and, at the end, the exported model (see ``export``).
+
+Distribution (``strategy``): one device, ``tf.distribute.MirroredStrategy`` (several
+GPUs of one host) or ``MultiWorkerMirroredStrategy`` (several hosts, ``TF_CONFIG``).
+The global ``batch`` is split over the replicas; each replica's loss is its sum
+over its share divided by the global batch, so the all-reduced (summed) gradient
+is the single-device gradient of the whole batch. Only the chief writes files; the
+workers agree each step (one small all-reduce) on stopping, checkpointing and the
+elapsed time, so they take the same steps with the same schedule.
 """
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +43,91 @@ def lr_at(step, frac, lr, warmup, decay_start):
         return lr
     t = min(1.0, (frac - decay_start) / max(1e-9, 1.0 - decay_start))
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+DATA_SPLITS = ("seed", "slice")
+
+
+def _tf_config():
+    try:
+        return json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        raise ValueError("TF_CONFIG is not valid JSON") from None
+
+
+def cluster_workers(cfg=None):
+    """Number of processes in the TF_CONFIG cluster (chief + workers; 0 without one)."""
+    cluster = (_tf_config() if cfg is None else cfg).get("cluster") or {}
+    return sum(len(cluster.get(k) or ()) for k in ("chief", "worker"))
+
+
+def resolve_strategy(name="auto"):
+    """The strategy ``auto`` stands for: multiworker when TF_CONFIG names a cluster of
+    several processes, mirrored when several GPUs are visible, else one."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r} (choose {', '.join(STRATEGIES)})")
+    if name != "auto":
+        return name
+    if cluster_workers() > 1:
+        return "multiworker"
+    from . import _tf
+    tf, _ = _tf.load()
+    return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "one"
+
+
+def worker_role(strategy="auto"):
+    """(worker index, number of workers, is chief) of this process under ``strategy``.
+    The chief is task ``chief`` 0, or ``worker`` 0 when the cluster has no chief job;
+    it is worker index 0, the other workers follow in TF_CONFIG order."""
+    if resolve_strategy(strategy) != "multiworker":
+        return 0, 1, True
+    cfg = _tf_config()
+    cluster, task = cfg.get("cluster") or {}, cfg.get("task") or {}
+    n = max(1, cluster_workers(cfg))
+    kind, index = task.get("type"), int(task.get("index") or 0)
+    if kind is None or kind == "chief":
+        return 0, n, True
+    if kind != "worker":
+        raise ValueError(f"TF_CONFIG task type {kind!r}: only chief and worker tasks train")
+    i = index + (1 if cluster.get("chief") else 0)
+    return i, n, i == 0
+
+
+def _make_strategy(tf, name, devices=None):
+    if name == "one":
+        return tf.distribute.get_strategy()  # the default strategy: exactly the plain loop
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+_BF16_OK = None
+
+
+def bf16_convolutions_work(tf):
+    """Whether bfloat16 convolutions train here: some CPUs (no AVX512) make TensorFlow's
+    graph optimizer emit a fused convolution without a bfloat16 kernel. Tries a tiny
+    Conv2D forward and backward pass in a tf.function, once per process."""
+    global _BF16_OK
+    if _BF16_OK is None:
+        try:
+            layer = tf.keras.layers.Conv2D(2, 3, strides=2, padding="same",
+                                           dtype="mixed_bfloat16")
+            x = tf.zeros((2, 8, 8, 3))
+            layer(x)
+
+            @tf.function
+            def probe(x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.square(tf.cast(layer(x), tf.float32)))
+                return tape.gradient(loss, layer.trainable_variables)
+            probe(x)
+            _BF16_OK = True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.NotFoundError, tf.errors.InternalError):
+            _BF16_OK = False
+    return _BF16_OK
 
 
 def alpha_at(frac, alpha_start, alpha_end, ramp):
@@ -74,22 +169,49 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
           warmup=1000, decay_start=0.6, clip=1.0, alpha=(1.0, 8.0), alpha_ramp=1.0,
           alpha_r=None, low_variance=True, minutes=None,
           init_from=None, resume=False, seed=0, bf16=True, ckpt_minutes=5.0,
-          model_args=None, log_every=100, progress=True, export=True):
+          model_args=None, log_every=100, progress=True, export=True,
+          strategy="one", data_split="seed", devices=None):
     """Train ``arch`` ("linear"/"hyperprior") in ``mode`` ("un"/"sr") at ``lmbda``.
 
     ``alpha``/``alpha_r``: (start, end) of s_alpha and r_alpha (r defaults to s),
     ramped over ``alpha_ramp`` of the run; ``low_variance``: expected gradients
     over the noise (sr); ``minutes``: wall-time budget (the schedules then follow
     the elapsed time, and the run stops at the budget or at ``steps``).
+
+    ``strategy``: "one", "mirrored" (``devices``: default all GPUs), "multiworker"
+    (``TF_CONFIG``) or "auto" (see ``resolve_strategy``); ``batch`` is the global
+    batch. ``data_split``: "seed" (each worker draws its own crops, seeded by its
+    worker index) or "slice" (every worker draws the global batch and the noise of
+    the global batch from the run's seed and takes its share: the run computes
+    what one process with the same global batch computes, up to float summation
+    order). Only the chief writes files into ``out``.
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     from . import _tf
     tf, tfc = _tf.load()
+    if data_split not in DATA_SPLITS:
+        raise ValueError(f"unknown data split {data_split!r} (choose {', '.join(DATA_SPLITS)})")
+    strategy = resolve_strategy(strategy)
+    worker, workers, chief = worker_role(strategy)
+    # a multi-worker strategy configures the collectives: before any other TensorFlow op
+    strat = _make_strategy(tf, strategy, devices)
     from . import data as D
     from .model import SIZE_KEYS, CompressionModel
 
+    replicas = strat.num_replicas_in_sync
+    local_replicas = max(1, replicas // workers)
+    if batch % replicas:
+        raise ValueError(f"the global batch {batch} does not split over {replicas} replicas")
+    per_replica = batch // replicas
+    local_batch = per_replica * local_replicas
+    if bf16 and not bf16_convolutions_work(tf):
+        print("uqcodec: warning: bfloat16 convolutions do not run on this CPU; "
+              "training in float32", file=sys.stderr, flush=True)
+        bf16 = False
+
     tf.random.set_seed(seed)
-    os.makedirs(out, exist_ok=True)
+    if chief:
+        os.makedirs(out, exist_ok=True)
     config = {"arch": arch, "training": mode, "lambda": lmbda}
     config.update(model_args or {})
     init_steps = init_wall = 0
@@ -113,39 +235,84 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     elif not resumed:
         for k, v in NEW_MODEL[arch].items():
             config.setdefault(k, v)
-    model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
     images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
-    if init_from:
-        _warm_start(model, init_from, base, images[0])
-    step_var = tf.Variable(0, dtype=tf.int64, name="step")
-    opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
+    with strat.scope():
+        model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
+        if init_from:
+            _warm_start(model, init_from, base, images[0])
+        step_var = tf.Variable(0, dtype=tf.int64, name="step")
+        opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
+        variables = model.trainable_variables
+        if strategy != "one":  # slots before the restore, not restored on creation
+            opt.build(variables)
     ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(out, "ckpt"), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint)
+    ckpt_dir = os.path.join(out, "ckpt")
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2) if chief else None
+    latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
+    if latest:  # every worker restores the chief's checkpoint (a shared run directory)
+        ckpt.restore(latest)
+    elif resume and workers > 1 and resumed:
+        raise ValueError(f"--resume: worker {worker} sees {state_path} but no checkpoint in "
+                         f"{ckpt_dir}")
     a_start, a_end = alpha
     r_start, r_end = alpha_r or alpha
-    ds = iter(D.dataset(tf, images, patch, batch, seed=seed + int(step_var.numpy())))
-    writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
-    variables = model.trainable_variables
+    ds = iter(_dataset(tf, D, images, patch, batch, local_batch, worker,
+                       seed + int(step_var.numpy()), data_split))
+    if worker and data_split == "seed":  # the noise too differs from worker to worker
+        tf.random.set_seed(seed + 1_000_003 * worker)
+    writer = tf.summary.create_file_writer(os.path.join(out, "tb")) if chief else None
     num_pixels = float(batch * patch * patch)
+    share = per_replica / batch  # one replica's share of the global batch
+
+    def replica_step(x, lmbda_now, alpha_now, alpha_r_now, step_now, control):
+        ctx = tf.distribute.get_replica_context()
+        rid = ctx.replica_id_in_sync_group
+        with tf.GradientTape() as tape:
+            q = (alpha_now, alpha_r_now, low_variance) if mode == "sr" else ()
+            if data_split == "slice":
+                x_hat, bits_y, bits_z = _forward_global_noise(tf, model, x, q, seed, step_now,
+                                                              batch, rid)
+            else:
+                x_hat, bits_y, bits_z = model.forward(x, *q)
+            # sums over this replica's share, divided by the global batch: the summed
+            # gradients of the replicas are the gradient of the global batch
+            mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0 ** 2
+            if share != 1.0:
+                mse = mse * share
+            bpp = (bits_y + bits_z) / num_pixels
+            loss = bpp + lmbda_now * mse
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        vals = tf.cast(tf.stack([loss, bpp, mse, bits_z / num_pixels]), tf.float64)
+        if replicas == 1:
+            return vals, control
+        # the workers' votes (stop, checkpoint) and the chief's clock: one per worker
+        first = tf.cast(tf.equal(rid % local_replicas, 0), tf.float64)
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                              tf.concat([vals, control * first], 0)), None
 
     @tf.function
-    def train_step(x, lr_now, alpha_now, alpha_r_now):
-        with tf.GradientTape() as tape:
-            if mode == "sr":
-                x_hat, bits_y, bits_z = model.forward(x, alpha_now, alpha_r_now, low_variance)
-            else:
-                x_hat, bits_y, bits_z = model.forward(x)
-            mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0 ** 2
-            bpp = (bits_y + bits_z) / num_pixels
-            loss = bpp + lmbda * mse
-        grads = tape.gradient(loss, variables)
+    def train_step(x, lr_now, lmbda_now, alpha_now, alpha_r_now, step_now, control):
         opt.learning_rate.assign(lr_now)
-        opt.apply_gradients(zip(grads, variables))
-        return loss, bpp, mse, bits_z / num_pixels
+        if local_replicas > 1:
+            x = strat.experimental_distribute_values_from_function(
+                lambda ctx: x[(ctx.replica_id_in_sync_group % local_replicas) * per_replica:
+                              (ctx.replica_id_in_sync_group % local_replicas + 1) * per_replica])
+        vals, ctl = strat.run(replica_step, (x, lmbda_now, alpha_now, alpha_r_now, step_now,
+                                             control))
+        if replicas == 1:
+            return vals, ctl
+        vals = strat.experimental_local_results(vals)[0]
+        return vals[:4], vals[4:]
 
     def save(final=False):
+        if not chief:  # every worker takes part in a save (collectives); only the chief keeps it
+            tmp = tempfile.mkdtemp(prefix=f"uqcodec-worker{worker}-")
+            try:
+                tf.train.CheckpointManager(ckpt, tmp, max_to_keep=1).save()
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
         manager.save()
         with open(os.path.join(out, "weights.npz.tmp"), "wb") as f:
             f.write(model.weights_npz(half=False))
@@ -156,6 +323,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     data=os.path.abspath(data or DEFAULT_DATA), init_from=init_from,
                     wall_seconds=state["wall_seconds"], total_steps=steps,
                     init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes)
+        if strategy != "one":
+            meta.update(strategy=strategy, replicas=replicas, workers=workers,
+                        data_split=data_split)
         if mode == "sr":
             f = frac()
             meta["alpha"] = alpha_at(f, a_start, a_end, alpha_ramp)
@@ -169,17 +339,33 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             json.dump(state, f, indent=2)
         os.replace(state_path + ".tmp", state_path)
 
-    stop = {"flag": False}
+    stop = {"flag": False, "local": False, "interrupts": 0}
 
     def frac():
         return run_fraction(int(step_var.numpy()), steps, state["wall_seconds"], minutes)
 
-    def on_term(signum, frame):
-        stop["flag"] = True
+    def on_term(signum, frame):  # several workers stop together, after the next step
+        stop["local"] = True
+        if workers == 1:
+            stop["flag"] = True
     signal.signal(signal.SIGTERM, on_term)
+    old_int = None
+    if workers > 1:
+        # Ctrl-C: finish the step with the other workers, then all save; a second Ctrl-C
+        # interrupts at once (the other workers then wait for this one until they time out)
+        def on_int(signum, frame):
+            stop["interrupts"] += 1
+            if stop["interrupts"] > 1:
+                raise KeyboardInterrupt
+            print("interrupted: stopping after the next step", file=sys.stderr, flush=True)
+            stop["local"] = True
+        old_int = signal.signal(signal.SIGINT, on_int)
+
+    if workers > 1:
+        _check_workers_agree(tf, strat, int(step_var.numpy()), workers, local_replicas)
 
     bar = None
-    if progress:
+    if progress and chief:
         from tqdm import tqdm
         # with a time budget the step total is unknown: count steps, show the minutes left
         bar = tqdm(total=None if minutes else steps, initial=int(step_var.numpy()), unit="step",
@@ -187,6 +373,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     last_ckpt = time.time()
     t_prev = time.time()
     avg = None
+    lmbda_t = tf.constant(lmbda, tf.float32)
     try:
         while frac() < 1.0 and not stop["flag"]:
             s = int(step_var.numpy())
@@ -195,14 +382,29 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             a_now = alpha_at(f, a_start, a_end, alpha_ramp)
             r_now = alpha_at(f, r_start, r_end, alpha_ramp)
             lr_now = lr_at(s, f, lr, warmup, decay_start)
-            loss, bpp, mse, bpp_z = train_step(x, tf.constant(lr_now, tf.float32),
-                                               tf.constant(a_now, tf.float32),
-                                               tf.constant(r_now, tf.float32))
+            # this worker's vote to stop or checkpoint after this step and the chief's
+            # clock; summed over the workers in the step (nothing to agree on alone)
+            t_step = time.time()
+            want_ckpt = chief and t_step - last_ckpt > ckpt_minutes * 60
+            control = tf.constant([float(stop["local"]), float(want_ckpt),
+                                   state["wall_seconds"] + (t_step - t_prev) if chief else 0.0],
+                                  tf.float64)
+            vals, ctl = train_step(x, tf.constant(lr_now, tf.float32), lmbda_t,
+                                   tf.constant(a_now, tf.float32),
+                                   tf.constant(r_now, tf.float32),
+                                   tf.constant(s, tf.int64), control)
             step_var.assign_add(1)
             now = time.time()
-            state["wall_seconds"] += now - t_prev
-            t_prev = now
-            vals = np.array([float(loss), float(bpp), float(mse), float(bpp_z)])
+            if replicas == 1:
+                state["wall_seconds"] += now - t_prev
+                ctl_stop, ctl_ckpt = stop["local"], now - last_ckpt > ckpt_minutes * 60
+            else:  # the chief's clock, stop if any worker stops, checkpoint when the chief does
+                ctl = ctl.numpy()
+                state["wall_seconds"] = float(ctl[2])
+                ctl_stop, ctl_ckpt = ctl[0] > 0, ctl[1] > 0
+                stop["flag"] = stop["flag"] or ctl_stop
+            t_prev = now if replicas == 1 else t_step  # the chief counts this step next time
+            vals = vals.numpy()
             avg = vals if avg is None else 0.98 * avg + 0.02 * vals
             if bar is not None:
                 bar.update(1)
@@ -212,7 +414,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                             if minutes else {})
                     bar.set_postfix(loss=f"{avg[0]:.3f}", bpp=f"{avg[1]:.3f}", psnr=f"{psnr:.2f}",
                                     **left)
-            if s % log_every == 0:
+            if s % log_every == 0 and chief:
                 psnr = 10 * np.log10(255.0 ** 2 / max(avg[2], 1e-9))
                 with writer.as_default(step=s):
                     tf.summary.scalar("loss", avg[0])
@@ -226,7 +428,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                           + (f"alpha {a_now:.2f} " if mode == "sr" else "")
                           + f"wall {state['wall_seconds']:.0f}",
                           flush=True)
-            if now - last_ckpt > ckpt_minutes * 60:
+            if ctl_ckpt and not stop["flag"]:
                 save()
                 last_ckpt = now
     except KeyboardInterrupt:
@@ -234,8 +436,58 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     finally:
         if bar is not None:
             bar.close()
+        if replicas > 1:
+            state["wall_seconds"] += time.time() - t_prev
         save()
-    if export and not stop["flag"]:
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
+    if export and not stop["flag"] and chief:
         from .export import export_model
         export_model(out, out)
     return state
+
+
+def _dataset(tf, D, images, patch, batch, local_batch, worker, seed, data_split):
+    """This worker's batches (float32 in [0, 1]) of ``local_batch`` crops."""
+    if data_split == "seed":  # worker 0 draws exactly what a single process draws
+        return D.dataset(tf, images, patch, local_batch, seed=seed if worker == 0 else [seed, worker])
+
+    def sliced():  # the global batch, every worker its own slice of it
+        for b in D.crop_batches(images, patch, batch, seed):
+            yield b[worker * local_batch:(worker + 1) * local_batch]
+    ds = tf.data.Dataset.from_generator(
+        sliced, output_signature=tf.TensorSpec((local_batch, patch, patch, 3), tf.uint8))
+    return ds.map(lambda x: tf.cast(x, tf.float32) / 255.0).prefetch(8)
+
+
+def _forward_global_noise(tf, model, x, q, seed, step, batch, replica):
+    """``model.forward`` with the noise of this replica's slice of the global batch,
+    drawn from (seed, step): the same noise whatever the number of replicas."""
+    y = model.analysis(x)
+    z = model.hyper_analysis(y) if model.arch == "hyperprior" else None
+    n = tf.shape(x)[0]
+    noise = []
+    for i, t in enumerate((y, z)):
+        if t is None:
+            noise.append(None)
+            continue
+        shape = tf.concat([[batch], tf.shape(t)[1:]], 0)
+        u = tf.random.stateless_uniform(shape, tf.stack([step, 2 * seed + i]), -0.5, 0.5,
+                                        dtype=t.dtype)
+        noise.append(u[replica * n:(replica + 1) * n])
+    return model.relaxed(y, z, *q, noise=tuple(noise))
+
+
+def _check_workers_agree(tf, strat, step, workers, local_replicas):
+    """All workers start at the same step (a resume needs the chief's run directory on
+    every host), else every worker stops with the same error."""
+    def vote():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.cast(tf.equal(ctx.replica_id_in_sync_group % local_replicas, 0), tf.float64)
+        v = tf.constant([float(step), float(step) ** 2], tf.float64) * first
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, v)
+    total = strat.experimental_local_results(tf.function(lambda: strat.run(vote))())[0].numpy()
+    if total[0] != workers * step or total[1] != workers * float(step) ** 2:
+        raise ValueError(f"the workers start at different steps (this one at {step}): "
+                         "--resume needs the chief's run directory (ckpt/, train.json) on "
+                         "every host, e.g. on a shared file system")
