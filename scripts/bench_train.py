@@ -85,7 +85,7 @@ def main():
             ("2 workers, 2x global batch", 2, 2 * args.batch)]
     print(f"{args.model}, {args.patch}x{args.patch} crops, {args.threads} thread(s) per "
           f"process, {args.steps} timed steps after {args.warm}")
-    print(f"| run | global batch | per worker | steps/s | images/s | ms/step |")
+    print("| run | global batch | per worker | steps/s | images/s | ms/step |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="uqcodec-bench-") as tmp:
         for name, workers, batch in rows:

@@ -192,3 +192,53 @@ def test_existing_output_needs_force(encoded, tmp_path):
     one_line_error(run_cli("decompress", str(uq), "-o", str(png)))
     assert png.read_bytes() == b"precious"
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]
+
+
+def test_outputs_honour_the_umask(encoded, tmp_path):
+    """New .uq and .png files get the usual permissions (0644 under umask 022, 0600 under
+    077), not the 0600 of the temporary file they are written through."""
+    import subprocess
+    import sys
+    d, src, uq = encoded
+    for mask, want in ((0o022, 0o644), (0o077, 0o600)):
+        out_uq, out_png = tmp_path / f"m{mask:o}.uq", tmp_path / f"m{mask:o}.png"
+        script = (f"import os, sys; os.umask({mask}); from uqcodec import cli; "
+                  f"sys.argv = ['uqcodec'] + sys.argv[1:]; cli.run()")
+        for args in (["compress", str(src), "-o", str(out_uq)],
+                     ["decompress", str(out_uq), "-o", str(out_png)]):
+            r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                               text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+        assert out_uq.stat().st_mode & 0o777 == want
+        assert out_png.stat().st_mode & 0o777 == want
+
+
+def test_write_error_names_the_output_not_the_temporary_file(encoded):
+    """A folder that exists but takes no new files (/proc; root ignores permissions)."""
+    d, src, uq = encoded
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    for cmd, target in (("compress", "/proc/uqcodec-test.uq"), ("decompress", "/proc/x.png")):
+        r = run_cli(cmd, str(src if cmd == "compress" else uq), "-o", target)
+        one_line_error(r)
+        assert target in r.stderr and ".part" not in r.stderr
+
+
+def test_train_without_a_training_set_says_so_before_tensorflow(tmp_path):
+    """A fresh clone has no ../shared: one line that --data is needed, TensorFlow not loaded."""
+    import subprocess
+    import sys
+    script = ("import sys; from uqcodec import cli; from uqcodec.training import train; "
+              f"train.DEFAULT_DATA = {str(tmp_path / 'absent')!r}; "
+              "sys.argv = ['uqcodec', 'train', '--lambda', '0.01', '--out', "
+              f"{str(tmp_path / 'm')!r}]\n"
+              "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\n"
+              "except SystemExit as e:\n    code = e.code\n"
+              "print('TF', any(m.startswith('tensorflow') for m in sys.modules))\n"
+              "sys.exit(code)")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    one_line_error(r)
+    assert "--data" in r.stderr
+    assert r.stdout.strip() == "TF False"
+    assert not (tmp_path / "m").exists()

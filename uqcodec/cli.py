@@ -309,7 +309,10 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
     Several hosts: start the same command on each with its TF_CONFIG; only the chief
     writes (checkpoints, summaries, export), so --run-dir should be shared for --resume.
     """
-    from .training import train as T
+    from .training import train as T  # (TensorFlow is imported only when training starts)
+    if data is None and not os.path.isdir(T.DEFAULT_DATA):
+        raise CodecError("no default training set here (../shared/data/train): give --data "
+                         "DIR, a folder of photographs")
 
     def pair(text, name):
         try:
