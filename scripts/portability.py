@@ -67,6 +67,8 @@ def portability(args):
                                  capture_output=True, text=True, timeout=600)
             if run.returncode:
                 fail += 1
+                print(f"  {setting}: {os.path.basename(path)}: "
+                      f"{(run.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
                 continue
             got = json.loads(run.stdout.strip().splitlines()[-1])
             other += got[path] != latents

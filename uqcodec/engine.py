@@ -64,8 +64,9 @@ def scale(g, factor, offset=0.0):
 
 
 def threads():
+    """Threads for the transforms and the coding tables: UQCODEC_THREADS, else all CPUs."""
     n = os.environ.get("UQCODEC_THREADS")
-    return int(n) if n else 0  # 0: onnxruntime's default
+    return max(1, int(n)) if n else (os.cpu_count() or 1)
 
 
 class Transform:

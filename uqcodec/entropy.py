@@ -234,6 +234,20 @@ class GaussianCoder:
         p[:, -1] = np.where(above[:, -2], g[:, -2], 1.0 - g[:, -2])
         return np.maximum(p, 0.0)
 
+    def _rows(self, mean, idx, c, u):
+        """((scale index, W, elements), table rows) in coding order. The rows do not depend
+        on the coder's state, so further threads compute them ahead of the coder."""
+        from concurrent.futures import ThreadPoolExecutor
+        from .engine import threads
+        groups = list(self._groups(idx))
+        rows = lambda g: self._tables(mean[g[2]], idx[g[2]], c[g[2]], u[g[2]], g[1])  # noqa
+        n = threads()
+        if n == 1 or len(groups) < 2:
+            yield from ((g, rows(g)) for g in groups)
+            return
+        with ThreadPoolExecutor(n) as pool:
+            yield from zip(groups, pool.map(rows, groups))
+
     def encode(self, encoder, d, mean, idx, c, u, esc):
         """All arrays flat float64/int64 of equal length, in coding order. Returns the
         bits of the coded symbols under the tables (NaN with QuantizedGaussian)."""
@@ -242,9 +256,8 @@ class GaussianCoder:
             encoder.encode(d.astype(np.int32), self.qg, mean - c - u, self.scales[idx])
             return float("nan")
         bits = 0.0
-        for i, W, sel in self._groups(idx):
+        for (i, W, sel), p in self._rows(mean, idx, c, u):
             s = _clip_escape(d[sel], -W, W, esc) + W
-            p = self._tables(mean[sel], idx[sel], c[sel], u[sel], W)
             encoder.encode(s.astype(np.int32), self.cat, p)
             ps = p[np.arange(len(s)), s] / p.sum(axis=1)
             bits -= float(np.log2(np.maximum(ps, CODER_MIN_PROB)).sum())
@@ -256,9 +269,8 @@ class GaussianCoder:
             d = np.asarray(decoder.decode(self.qg, mean - c - u, self.scales[idx]), np.int64)
             return _unescape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
         d = np.empty(n, np.int64)
-        for i, W, sel in self._groups(idx):
-            s = np.asarray(decoder.decode(self.cat, self._tables(mean[sel], idx[sel], c[sel],
-                                                                 u[sel], W)), np.int64) - W
+        for (i, W, sel), p in self._rows(mean, idx, c, u):
+            s = np.asarray(decoder.decode(self.cat, p), np.int64) - W
             d[sel] = _unescape(s, -W, W, esc)
         return d
 

@@ -9,6 +9,8 @@ every element of ``y``, which is coded with Gaussian tables; the synthesis
 Per tile three streams: ``[z, y, escapes]``. Training's Keras version of the
 same layers: ``training/hyperprior.py``.
 """
+import functools
+
 import numpy as np
 
 from . import engine as E, entropy, intnet
@@ -26,32 +28,42 @@ class Hyperprior:
         self.multiple = MULTIPLE
         gain = float(card.get("latent_gain") or 1.0)
         self.rounding = rounding
-        w = weights
-        g = Graph(3)
+        self._weights, self._gain = weights, gain
+        self.factorized = entropy.FactorizedCoder(tables)
+        f = self.factorized
+        self.hyper_synthesis = intnet.HyperSynthesis(weights, self.M, f.lo - 1.0, f.hi + 1.0)
+        self.gaussian = entropy.GaussianCoder(rounding.alpha)
+
+    # The float32 transforms, built on first use (a decoder never needs the analysis).
+    @functools.cached_property
+    def analysis(self):
+        w, g = self._weights, Graph(3)
         for i in range(3):
             E.conv(g, w, f"analysis/conv{i}", 2)
             E.gdn(g, w, f"analysis/gdn{i}")
         E.conv(g, w, "analysis/conv3", 2)
-        if gain != 1.0:
-            E.scale(g, gain)
-        self.analysis = E.Transform(g, self.M)
-        g = Graph(self.M)
-        if gain != 1.0:
-            E.scale(g, 1.0 / gain)
+        if self._gain != 1.0:
+            E.scale(g, self._gain)
+        return E.Transform(g, self.M)
+
+    @functools.cached_property
+    def synthesis(self):
+        w, g = self._weights, Graph(self.M)
+        if self._gain != 1.0:
+            E.scale(g, 1.0 / self._gain)
         for i in range(3):
             E.deconv(g, w, f"synthesis/deconv{i}")
             E.gdn(g, w, f"synthesis/igdn{i}", inverse=True)
         E.deconv(g, w, "synthesis/deconv3")
-        self.synthesis = E.Transform(g, 3)
-        g = Graph(self.M)
+        return E.Transform(g, 3)
+
+    @functools.cached_property
+    def hyper_analysis(self):
+        w, g = self._weights, Graph(self.M)
         E.conv(g, w, "hyper_analysis/conv0", 1, relu=True)
         E.conv(g, w, "hyper_analysis/conv1", 2, relu=True)
         E.conv(g, w, "hyper_analysis/conv2", 2)
-        self.hyper_analysis = E.Transform(g, self.N)
-        self.factorized = entropy.FactorizedCoder(tables)
-        f = self.factorized
-        self.hyper_synthesis = intnet.HyperSynthesis(w, self.M, f.lo - 1.0, f.hi + 1.0)
-        self.gaussian = entropy.GaussianCoder(rounding.alpha)
+        return E.Transform(g, self.N)
 
     def latent_shapes(self, height, width):
         """Shapes of (y, z) for a tile of this size (padded to MULTIPLE)."""

@@ -59,15 +59,17 @@ class Layer:
         in_lo = np.zeros_like(in_hi) if in_lo is None else in_lo
         # Interval bound of the accumulator for inputs in [in_lo, in_hi] (integers):
         # each output position sees one residue class of taps (transposed) or all.
-        wp, wn = np.maximum(self.w, 0), np.minimum(self.w, 0)
-        hi_t = wp * in_hi[:, None] + wn * in_lo[:, None]   # (k, k, in, out)
-        lo_t = wp * in_lo[:, None] + wn * in_hi[:, None]
-        abs_t = np.abs(self.w) * np.maximum(np.abs(in_hi), np.abs(in_lo))[:, None]
         s = 2 if transpose else 1
-        classes = [(p, q) for p in range(s) for q in range(s)] if transpose else [(0, 0)]
-        hi = np.max([hi_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
-        lo = np.min([lo_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
-        mag = np.max([abs_t[p::s, q::s].sum(axis=(0, 1, 2)) for p, q in classes], axis=0)
+        his, los, mags = [], [], []
+        for p in range(s):
+            for q in range(s):
+                taps = self.w[p::s, q::s]
+                wp = np.maximum(taps, 0).sum(axis=(0, 1))  # (in, out)
+                wn = np.minimum(taps, 0).sum(axis=(0, 1))
+                his.append(in_hi @ wp + in_lo @ wn)
+                los.append(in_lo @ wp + in_hi @ wn)
+                mags.append(np.maximum(np.abs(in_hi), np.abs(in_lo)) @ (wp - wn))
+        hi, lo, mag = np.max(his, axis=0), np.min(los, axis=0), np.max(mags, axis=0)
         self.acc_hi, self.acc_lo = hi + self.b, lo + self.b
         self.acc_bound = float((mag + np.abs(self.b)).max())
 
