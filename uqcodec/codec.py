@@ -13,7 +13,7 @@ tiles, each with its own dither and streams:
 3. synthesis, crop, clip, round to 8 bits.
 
 Version-1/2 files (written before the exact entropy path) are decoded by
-``legacy.py``, which imports TensorFlow: they decode where they were written.
+``training/legacy.py``, which imports TensorFlow: they decode where they were written.
 """
 import atexit
 import hashlib
