@@ -54,9 +54,15 @@ def median_process(cmd, env, runs):
     return statistics.median(r[0] for r in results), max(r[1] for r in results)
 
 
+# `python -m uqcodec.cli` from the checkout ``root``, even where another checkout is
+# installed in editable mode (its import hook would otherwise take precedence)
+LAUNCH = ("import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if not "
+          "type(f).__module__.startswith('__editable__')]; sys.path.insert(0, sys.argv.pop(1)); "
+          "runpy.run_module('uqcodec.cli', run_name='__main__', alter_sys=True)")
+
+
 def cli(root, env):
-    e = dict(env, PYTHONPATH=root)
-    return [sys.executable, "-m", "uqcodec.cli"], e
+    return [sys.executable, "-c", LAUNCH, root], dict(env)
 
 
 def warm_api(name, files, legacy=False):

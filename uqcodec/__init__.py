@@ -4,11 +4,12 @@
     data = uqcodec.compress("photo.png")      # bytes of a .uq file
     pixels = uqcodec.decompress(data)         # uint8 array
 
-TensorFlow is imported only when a model is first used.
+Compression and decompression run without TensorFlow (NumPy and onnxruntime); training,
+``--refine``, evaluation and files of format versions 1 and 2 import it when used.
 """
 from .errors import CodecError
 from .api import compress, decompress, compress_with_info, read_header
 from . import evaluate
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 __all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate"]

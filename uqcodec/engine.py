@@ -78,6 +78,8 @@ class Transform:
         opts.intra_op_num_threads = threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting between runs: the coding tables use the same cores meanwhile
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not optimize or os.environ.get("UQCODEC_ORT_NO_OPT"):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(graph.serialize(out_channels), opts,

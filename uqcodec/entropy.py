@@ -194,7 +194,8 @@ class GaussianCoder:
         scale index, elements in order; large groups come in consecutive chunks (the
         range coder's output does not depend on the chunking) so that the tables in
         memory stay small whatever the scales are."""
-        order = np.argsort(idx, kind="stable")  # by scale index, elements in order
+        # by scale index, elements in order (a radix sort: indices fit in 16 bits)
+        order = np.argsort(idx.astype(np.int16), kind="stable")
         values, starts = np.unique(idx[order], return_index=True)
         for i, a, b in zip(values, starts, list(starts[1:]) + [len(order)]):
             sel = order[a:b]

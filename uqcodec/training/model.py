@@ -196,8 +196,9 @@ def factorized_tables(model):
     from tensorflow_compression.python.distributions import helpers
     prior = model.factorized
     alpha = model.config.get("alpha") if model.config.get("training") == "sr" else None
-    lower = helpers.lower_tail(prior, entropy.TAIL_MASS).numpy()
-    upper = helpers.upper_tail(prior, entropy.TAIL_MASS).numpy()
+    # traced: TFC's tail search is a loop of gradient steps, slow when run eagerly
+    lower = tf.function(lambda: helpers.lower_tail(prior, entropy.TAIL_MASS))().numpy()
+    upper = tf.function(lambda: helpers.upper_tail(prior, entropy.TAIL_MASS))().numpy()
     lo = np.floor(lower).astype(np.int64) - 1
     hi = np.ceil(upper).astype(np.int64) + 1
     size = hi - lo + 1
