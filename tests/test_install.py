@@ -2,6 +2,7 @@
 compresses and decompresses without TensorFlow, run from another directory."""
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,8 +19,13 @@ def _run(cmd, **kw):
 
 
 def test_wheel_in_a_fresh_venv_compresses_and_decompresses(tmp_path):
+    # build from a copy: setuptools leaves a build/ folder in the tree it builds
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "runs", "bases", "results", "tests", "*.egg-info",
+        "__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
-          ROOT])
+          str(src)])
     wheel = glob.glob(str(tmp_path / "dist" / "uqcodec-*.whl"))
     assert len(wheel) == 1
     venv = tmp_path / "venv"

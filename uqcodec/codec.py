@@ -17,6 +17,7 @@ Version-1/2 files (written before the exact entropy path) are decoded by
 """
 import atexit
 import hashlib
+import io
 import os
 import threading
 import time
@@ -61,7 +62,6 @@ class Codec:
         try:
             with open(os.path.join(path, "weights.npz"), "rb") as f:
                 wbytes = f.read()
-            import io
             weights = dict(np.load(io.BytesIO(wbytes)))
             tables = dict(np.load(os.path.join(path, "tables.npz")))
         except (OSError, ValueError) as e:

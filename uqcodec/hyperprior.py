@@ -80,10 +80,7 @@ class Hyperprior:
         y, z = latents
         z_dec, kz, rows, zstream = entropy.encode_factorized(
             self.factorized, z, dither, quantizer, self.rounding, esc)
-        mean_index, idx = self.hyper_synthesis(z_dec)
-        mean_q = mean_index.ravel() * MEAN_STEP
-        idx = idx.ravel()
-        c, u = entropy.gaussian_offsets(mean_q, y.shape, dither, quantizer)
+        mean_q, idx, c, u = self._gaussian(z_dec, y.shape, dither, quantizer)
         d = np.rint(self.rounding.s(y.ravel()) - c - u).astype(np.int64)
         enc = entropy.new_encoder()
         bits_y = self.gaussian.encode(enc, d, mean_q, idx, c, u, esc)
@@ -95,9 +92,14 @@ class Hyperprior:
         yshape, zshape = shapes
         z_dec = entropy.decode_factorized(self.factorized, streams[0], zshape, dither,
                                           quantizer, self.rounding, esc)
+        mean_q, idx, c, u = self._gaussian(z_dec, yshape, dither, quantizer)
+        d = self.gaussian.decode(entropy.new_decoder(streams[1]), mean_q, idx, c, u, esc)
+        return self.rounding.decoder_input(c + d + u).reshape(yshape)
+
+    def _gaussian(self, z_dec, yshape, dither, quantizer):
+        """Coding parameters of y (flat, C order) from the decoder input of z: snapped mean,
+        scale index (both exact), offset c and dither u (see entropy.gaussian_offsets)."""
         mean_index, idx = self.hyper_synthesis(z_dec)
         mean_q = mean_index.ravel() * MEAN_STEP
         c, u = entropy.gaussian_offsets(mean_q, yshape, dither, quantizer)
-        d = self.gaussian.decode(entropy.new_decoder(streams[1]), mean_q, idx.ravel(), c, u,
-                                 esc)
-        return self.rounding.decoder_input(c + d + u).reshape(yshape)
+        return mean_q, idx.ravel(), c, u
