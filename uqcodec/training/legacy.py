@@ -96,7 +96,6 @@ class LegacyCodec:
         from .model import pad_multiple
         self.multiple = pad_multiple(self.model.config)
         self.transform_seconds = 0.0  # time spent in TensorFlow (for benchmarks)
-        self._refiner = None
         m = self.model
         spec = lambda c: tf.TensorSpec([1, None, None, c], tf.float32)  # noqa: E731
         self._analysis = tf.function(m.analysis.call, input_signature=[spec(3)])
@@ -113,16 +112,6 @@ class LegacyCodec:
                 getattr(self, name).get_concrete_function()
 
     # --- helpers ---------------------------------------------------------------
-    @property
-    def refiner(self):
-        """Encoder-side latent refinement for this model (built on first use)."""
-        if self._refiner is None:
-            from .refine import Refiner
-            if not self.card.get("lambda"):
-                raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
-            self._refiner = Refiner(self.model, self.card["lambda"], self.alpha, self.alpha_r)
-        return self._refiner
-
     def _sr(self, x):
         return Q.soft_round(x, self.alpha, Q.NumpyMath)
 
@@ -156,24 +145,19 @@ class LegacyCodec:
 
     # --- encode ----------------------------------------------------------------
     def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False,
-               tile=container.DEFAULT_TILE, version=2, refine=0,
-               progress=None):
+               tile=container.DEFAULT_TILE, version=2):
         """HxWx3 uint8 -> (file bytes, info). info has the model's rate in bits
         (sum of -log2 P(k|u) with unsnapped parameters) and, when asked, the
         encoder-side reconstruction.
 
-        ``refine``: steps of encoder-side latent optimization per tile (see
-        ``refine.py``; 0 = the analysis transform's latents as they are);
-        ``progress(n)`` is called after each of them.
+        Kept to write test files of the old versions (``scripts/make_golden.py`` made
+        the frozen ones); uqcodec itself writes version 3 (``codec.py``).
 
         The image is coded in independent ``tile`` x ``tile`` tiles (row-major), each
         with its own dither (``Dither(seed, index)``) and its own streams, so memory
         is bounded by the tile size. ``version=1`` writes a version-1 file (one tile
         covering the image; only for regenerating test files)."""
         h, w = rgb.shape[:2]
-        if refine and self.arch != "hyperprior":
-            raise CodecError(f"model {self.name} is linear: refinement is implemented for "
-                             "hyperprior models only")
         if version == 1:
             tile = 0
             container.check_size(h, w, 1)
@@ -188,7 +172,7 @@ class LegacyCodec:
         recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
         for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
             s, bits, r = self._encode_tile(rgb[t:t + th, l:l + tw], Q.Dither(seed, i),
-                                           quantizer, reconstruct, (refine, seed, i, progress))
+                                           quantizer, reconstruct)
             streams += s
             rate += bits
             if reconstruct:
@@ -200,7 +184,7 @@ class LegacyCodec:
             info["reconstruction"] = recon
         return container.pack(header, streams), info
 
-    def _encode_tile(self, rgb, dither, quantizer, reconstruct, refine=(0, 0, 0, None)):
+    def _encode_tile(self, rgb, dither, quantizer, reconstruct):
         """One tile -> (streams, rate in bits, reconstruction or None)."""
         h, w = rgb.shape[:2]
         m = self.multiple
@@ -208,18 +192,6 @@ class LegacyCodec:
         x = np.pad(rgb, ((0, H - h), (0, W - w), (0, 0)), mode="edge").astype(np.float64) / 255.0
         y = self._run(self._analysis, x)
         z = self._run(self._hyper_analysis, y) if self.arch == "hyperprior" else None
-        steps, seed, index, progress = refine
-        if steps:
-            t = time.perf_counter()
-            if quantizer == "uq":  # the dither this tile will use (same draws, same order)
-                d = Q.Dither(seed, index)
-                u_z = d.levels(z.shape)[1]
-                u_y = d.continuous(y.shape)
-            else:  # rounding (y around its predicted mean)
-                u_z = u_y = None
-            y, z, _ = self.refiner(x, y, z, u_y, u_z, steps, seed=(int(seed), index),
-                                   valid=(h, w), progress=progress)
-            self.transform_seconds += time.perf_counter() - t
         del x
         esc = entropy.EscapeWriter()
         streams = []
