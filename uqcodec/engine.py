@@ -72,7 +72,7 @@ def threads():
 class Transform:
     """One graph, run on HxWxC float32 arrays (a batch of one)."""
 
-    def __init__(self, graph, out_channels, optimize=True):
+    def __init__(self, graph, out_channels):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads()
@@ -80,7 +80,7 @@ class Transform:
         opts.log_severity_level = 3
         # no busy-waiting between runs: the coding tables use the same cores meanwhile
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if not optimize or os.environ.get("UQCODEC_ORT_NO_OPT"):
+        if os.environ.get("UQCODEC_ORT_NO_OPT"):  # (tests: other float arithmetic)
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(graph.serialize(out_channels), opts,
                                             providers=["CPUExecutionProvider"])

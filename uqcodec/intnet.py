@@ -60,17 +60,16 @@ class Layer:
         # Interval bound of the accumulator for inputs in [in_lo, in_hi] (integers):
         # each output position sees one residue class of taps (transposed) or all.
         s = 2 if transpose else 1
-        his, los, mags = [], [], []
+        his, mags = [], []
         for p in range(s):
             for q in range(s):
                 taps = self.w[p::s, q::s]
                 wp = np.maximum(taps, 0).sum(axis=(0, 1))  # (in, out)
                 wn = np.minimum(taps, 0).sum(axis=(0, 1))
-                his.append(in_hi @ wp + in_lo @ wn)
-                los.append(in_lo @ wp + in_hi @ wn)
+                his.append(in_hi @ wp + in_lo @ wn)  # the largest accumulator
                 mags.append(np.maximum(np.abs(in_hi), np.abs(in_lo)) @ (wp - wn))
-        hi, lo, mag = np.max(his, axis=0), np.min(los, axis=0), np.max(mags, axis=0)
-        self.acc_hi, self.acc_lo = hi + self.b, lo + self.b
+        hi, mag = np.max(his, axis=0), np.max(mags, axis=0)
+        self.acc_hi = hi + self.b
         self.acc_bound = float((mag + np.abs(self.b)).max())
 
     def accumulate(self, a):
