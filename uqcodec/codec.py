@@ -95,9 +95,12 @@ class Codec:
                                  "for hyperprior models only")
             if not self.card.get("lambda"):
                 raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
+            from .training.model import CompressionModel
             from .training.refine import Refiner
-            self._refiner = Refiner(self.legacy.model, self.card["lambda"],
-                                    self.rounding.alpha, self.rounding.alpha_r)
+            model = CompressionModel(self.card)  # the TensorFlow model, for its gradients
+            model.load_weights_npz(os.path.join(self.path, "weights.npz"))
+            self._refiner = Refiner(model, self.card["lambda"], self.rounding.alpha,
+                                    self.rounding.alpha_r)
         return self._refiner
 
     def _timed(self, fn, *args):

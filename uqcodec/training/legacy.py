@@ -89,10 +89,9 @@ class LegacyCodec:
         self.model = CompressionModel(self.card)
         self.model.load_weights_npz(wbytes)
         self.arch = self.model.arch
-        self.alpha = self.card.get("alpha") if self.card.get("training") == "sr" else None
-        self.alpha_r = self.card.get("alpha_r") or self.alpha  # r_alpha of the decoder input
+        self.rounding = Q.Rounding.of(self.card, Q.NumpyMath)  # NumPy's tanh/arctanh
         self.factorized = entropy.FactorizedCoder(tables)
-        self.gaussian = entropy.GaussianCoder(self.alpha, exact=False)
+        self.gaussian = entropy.GaussianCoder(self.rounding.alpha, exact=False)
         from .model import pad_multiple
         self.multiple = pad_multiple(self.model.config)
         self.transform_seconds = 0.0  # time spent in TensorFlow (for benchmarks)
@@ -112,12 +111,6 @@ class LegacyCodec:
                 getattr(self, name).get_concrete_function()
 
     # --- helpers ---------------------------------------------------------------
-    def _sr(self, x):
-        return Q.soft_round(x, self.alpha, Q.NumpyMath)
-
-    def _dec_input(self, v):
-        return Q.soft_round_conditional_mean(v, self.alpha_r, Q.NumpyMath)
-
     def _run(self, fn, x):
         t = time.perf_counter()
         out = fn(self.tf.constant(x[None].astype(np.float32)))[0].numpy().astype(np.float64)
@@ -196,7 +189,8 @@ class LegacyCodec:
         esc = entropy.EscapeWriter()
         streams = []
         if self.arch == "hyperprior":
-            z_dec, kz, rows_z, zstream = self._encode_factorized(z, dither, quantizer, esc)
+            z_dec, kz, rows_z, zstream = entropy.encode_factorized(
+                self.factorized, z, dither, quantizer, self.rounding, esc)
             streams.append(zstream)
             mean, log_scale = self._hyper(z_dec)
             y_dec, ystream, rate_y = self._encode_gaussian(y, mean, log_scale, dither,
@@ -204,46 +198,29 @@ class LegacyCodec:
             streams.append(ystream)
             rate = rate_y + self.factorized.bits(kz, rows_z)
         else:
-            y_dec, ky, rows_y, ystream = self._encode_factorized(y, dither, quantizer, esc)
+            y_dec, ky, rows_y, ystream = entropy.encode_factorized(
+                self.factorized, y, dither, quantizer, self.rounding, esc)
             streams.append(ystream)
             rate = self.factorized.bits(ky, rows_y)
         streams.append(bytes(esc.buf))
         return streams, rate, self._synthesize(y_dec, h, w) if reconstruct else None
 
-    def _encode_factorized(self, t, dither, quantizer, esc):
-        if quantizer == "uq":
-            rows, u = dither.levels(t.shape)
-        else:
-            rows, u = np.full(t.shape, entropy.ROUND_ROW, np.int64), np.zeros(t.shape)
-        k = np.rint(self._sr(t) - u).astype(np.int64)
-        enc = entropy.new_encoder()
-        self.factorized.encode(enc, k, rows, esc)
-        return self._dec_input(k + u), k, rows, entropy.finish(enc)
-
-    def _gauss_params(self, mean, quantizer, dither, shape):
-        mean_q = entropy.snap_mean(mean).ravel()
-        if quantizer == "uq":
-            u = dither.continuous(shape).ravel()
-            c = np.rint(mean_q)
-        else:
-            u = np.zeros(mean_q.shape)
-            c = mean_q
-        return mean_q, c, u
-
     def _encode_gaussian(self, y, mean, log_scale, dither, quantizer, esc):
-        mean_q, c, u = self._gauss_params(mean, quantizer, dither, y.shape)
+        mean_q = entropy.snap_mean(mean).ravel()
+        c, u = entropy.gaussian_offsets(mean_q, y.shape, dither, quantizer)
         idx = entropy.snap_scale_index(log_scale).ravel()
-        d = np.rint(self._sr(y.ravel()) - c - u).astype(np.int64)
+        d = np.rint(self.rounding.s(y.ravel()) - c - u).astype(np.int64)
         enc = entropy.new_encoder()
         self.gaussian.encode(enc, d, mean_q, idx, c, u, esc)
         v = c + d + u
         # The model's own rate: training density with unsnapped parameters.
         scale = np.exp(np.maximum(log_scale.ravel(), np.log(entropy.SCALE_MIN)))
-        p = entropy.bin_prob(Q.soft_round_inverse(v - 0.5, self.alpha, Q.NumpyMath),
-                             Q.soft_round_inverse(v + 0.5, self.alpha, Q.NumpyMath),
+        alpha = self.rounding.alpha
+        p = entropy.bin_prob(Q.soft_round_inverse(v - 0.5, alpha, Q.NumpyMath),
+                             Q.soft_round_inverse(v + 0.5, alpha, Q.NumpyMath),
                              mean.ravel(), scale)
         rate = float(-np.log2(np.maximum(p, 1e-300)).sum())
-        return self._dec_input(v).reshape(y.shape), entropy.finish(enc), rate
+        return self.rounding.decoder_input(v).reshape(y.shape), entropy.finish(enc), rate
 
     # --- decode ----------------------------------------------------------------
     def decode(self, header, streams):
@@ -270,27 +247,21 @@ class LegacyCodec:
         esc = entropy.EscapeReader(streams[-1])
         try:
             if self.arch == "hyperprior":
-                z_dec = self._decode_factorized(streams[0], zshape, dither, quantizer, esc)
+                z_dec = entropy.decode_factorized(self.factorized, streams[0], zshape, dither,
+                                                  quantizer, self.rounding, esc)
                 mean, log_scale = self._hyper(z_dec)
                 if not (np.isfinite(mean).all() and np.isfinite(log_scale).all()):
                     raise ValueError("non-finite hyper-synthesis output")
-                mean_q, c, u = self._gauss_params(mean, quantizer, dither, yshape)
+                mean_q = entropy.snap_mean(mean).ravel()
+                c, u = entropy.gaussian_offsets(mean_q, yshape, dither, quantizer)
                 idx = entropy.snap_scale_index(log_scale).ravel()
                 dec = entropy.new_decoder(streams[1])
                 d = self.gaussian.decode(dec, mean_q, idx, c, u, esc)
-                y_dec = self._dec_input(c + d + u).reshape(yshape)
+                y_dec = self.rounding.decoder_input(c + d + u).reshape(yshape)
             else:
-                y_dec = self._decode_factorized(streams[0], yshape, dither, quantizer, esc)
+                y_dec = entropy.decode_factorized(self.factorized, streams[0], yshape, dither,
+                                                  quantizer, self.rounding, esc)
         except (ValueError, KeyError, RuntimeError, OverflowError, AssertionError,
                 IndexError) as e:
             raise CodecError(f"corrupted file (entropy decoding failed: {e})") from None
         return self._synthesize(y_dec, height, width)
-
-    def _decode_factorized(self, data, shape, dither, quantizer, esc):
-        if quantizer == "uq":
-            rows, u = dither.levels(shape)
-        else:
-            rows, u = np.full(shape, entropy.ROUND_ROW, np.int64), np.zeros(shape)
-        dec = entropy.new_decoder(data)
-        k = self.factorized.decode(dec, rows, esc)
-        return self._dec_input(k + u)
