@@ -67,11 +67,15 @@ def written(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("portable")
     img = load("kodim05_crop.png")
     files = {}
-    jobs = [(shipped("hyperprior"), "uq", 1024), (shipped("hyperprior"), "round", 1024),
-            (shipped("hyperprior"), "uq", 64), (shipped("linear"), "uq", 1024)]
-    for i, (model, q, tile) in enumerate(jobs):
+    hp = shipped("hyperprior")
+    jobs = [(hp, "uq", 1024, None), (hp, "round", 1024, None), (hp, "uq", 64, None),
+            (shipped("linear"), "uq", 1024, None)]
+    # variable-rate models: a low and a high rate parameter (gain below and above 1)
+    jobs += [(c["name"], q, 1024, quality) for c in zoo.variable_models()
+             for q, quality in (("uq", 1.0), ("round", 9.0))]
+    for i, (model, q, tile, quality) in enumerate(jobs):
         data, info = uqcodec.compress_with_info(img, model=model, seed=1000 + i, quantizer=q,
-                                                reconstruct=True, tile=tile)
+                                                reconstruct=True, tile=tile, quality=quality)
         path = str(tmp / f"f{i}.uq")
         with open(path, "wb") as f:
             f.write(data)

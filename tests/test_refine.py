@@ -72,6 +72,6 @@ def test_cli_refine(tmp_path):
 def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
     cards = [zoo.read_card(zoo.resolve(shipped(a))) for a in ("hyperprior", "linear")]
     settings = evaluate.plan(cards, refine=7)
-    refined = [(c["name"], r) for c, q, r in settings if r]
+    refined = [(c["name"], r) for c, q, r, _ in settings if r]
     assert refined == [(cards[0]["name"], 7)]
     assert evaluate.curve_name("hyperprior", "sr", "uq", 7) == "hyperprior UN+UQ+SR, refined 7"

@@ -14,11 +14,42 @@ def _model_dir(model=None, quality=None):
     return zoo.resolve(model, quality)
 
 
+def _choose(model, quality, target=False):
+    """A model directory (fixed rate) or a ``codec.RateSet`` (variable rate). Without a
+    model: the default family's variable-rate models when it ships no fixed-rate ladder
+    or when a ``target`` size or PSNR is asked for, else the ladder (where ``quality``
+    1..N picks one model). ``model`` may also be a list of variable-rate models, or
+    their names separated by commas (one rate set)."""
+    from . import codec, zoo
+    if isinstance(model, str) and "," in model:
+        model = [m.strip() for m in model.split(",") if m.strip()]
+    if model is None:
+        cards = zoo.variable_set() if target else zoo.default_variable()
+        if cards:
+            return codec.RateSet([codec.load(c["path"]) for c in cards])
+        if quality is not None and float(quality) != int(quality):
+            raise CodecError("quality picks one of the fixed-rate models here: give an "
+                             "integer 1..N (uqcodec models)")
+        return zoo.resolve(None, None if quality is None else int(quality))
+    if isinstance(model, (list, tuple)):
+        return codec.RateSet([codec.load(zoo.resolve(m)) for m in model])
+    path = zoo.resolve(model)
+    c = codec.load(path)
+    if c.variable:
+        return codec.RateSet([c])
+    if quality is not None:
+        raise CodecError("give either --model or --quality, not both (the model "
+                         f"{c.name} has one rate)")
+    return path
+
+
 def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=None,
-                       reconstruct=False, warn=None, tile=None, refine=0, progress=None):
+                       reconstruct=False, warn=None, tile=None, refine=0, progress=None,
+                       target_bpp=None, target_psnr=None):
     """Like ``compress`` but returns (bytes, info); info holds the model's rate in bits,
     warnings and, with ``reconstruct``, the encoder-side reconstruction.
-    ``progress(n)``: called after each refinement step."""
+    ``progress(n)``: called after each refinement step. ``target_bpp``/``target_psnr``:
+    a variable-rate model searches the rate for this image (``RateSet.encode_target``)."""
     from . import codec
     if quantizer not in container.QUANTIZERS:
         raise CodecError(f"unknown quantizer {quantizer!r} (choose uq or round)")
@@ -32,26 +63,60 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
         raise CodecError(f"refine must be 0..{MAX_REFINE} steps")
     rgb, mode, notes = imageio.read_image(image)
     container.check_size(*rgb.shape[:2])
-    c = codec.load(_model_dir(model, quality))
-    data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile,
-                          refine=int(refine or 0), progress=progress)
+    targets = [t for t in (target_bpp, target_psnr) if t is not None]
+    if len(targets) + (quality is not None) > 1:
+        raise CodecError("give one of --quality, --target-bpp and --target-psnr")
+    chosen = _choose(model, None if targets else quality, bool(targets))
+    if isinstance(chosen, codec.RateSet):
+        if targets and refine:
+            raise CodecError("--target-bpp/--target-psnr do not combine with --refine yet")
+        if targets:
+            data, info = chosen.encode_target(rgb, int(seed), quantizer, mode, tile,
+                                              bpp=target_bpp, psnr=target_psnr)
+            t = info["target"]
+            if not t["reached"]:
+                notes = list(notes) + [
+                    f"target {t['wanted']:g} {t['kind']} is out of reach for {chosen.name}: "
+                    f"nearest {t['got']:.4g} {t['kind']} ({info['model']}, rate {info['rate']})"]
+            if reconstruct:
+                c = next(c for c in chosen.codecs if c.name == info["model"])
+                info["reconstruction"] = c.decode(*container.unpack(data))
+        else:
+            data, info = chosen.encode(rgb, int(seed), quantizer, mode, reconstruct, tile,
+                                       codec.DEFAULT_QUALITY if quality is None else quality,
+                                       refine=int(refine or 0), progress=progress)
+    else:
+        if targets:
+            raise CodecError("--target-bpp/--target-psnr need a variable-rate model "
+                             f"({os.path.basename(chosen)} has one rate)")
+        c = codec.load(chosen)
+        data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile,
+                              refine=int(refine or 0), progress=progress)
+        info["model"] = c.name
     info["warnings"] = notes
-    info["model"] = c.name
     return data, info
 
 
-def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=None, refine=0):
+def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=None, refine=0,
+             target_bpp=None, target_psnr=None):
     """Compress an image (path, or HxWx3 / HxW uint8 array) to .uq bytes.
 
-    ``model``: shipped model name or model directory (default: the middle of the
-    default ladder); ``seed``: 64-bit dither seed (default: fresh from os.urandom);
+    ``model``: shipped model name or model directory, or variable-rate models that cover
+    one range together ("LOW,HIGH" or a list) (default: the middle of the default
+    family's ladder, or its variable-rate models when it ships no ladder); ``quality``:
+    a variable-rate model's quality, 0 (smallest files) to 10 (best), default 5, any
+    value between (fixed-rate ladder: 1..N picks a model); ``target_bpp`` /
+    ``target_psnr``: instead of a quality, search this image's rate for that size or
+    PSNR (with the shipped variable-rate models when no model is given); ``seed``:
+    64-bit dither seed (default: fresh from os.urandom);
     ``quantizer``: "uq" (universal quantization) or "round"; ``tile``: tile size in
     pixels (default 1024; a multiple of 64, at most 2048), tiles are coded independently;
     ``refine``: steps of encoder-side latent optimization (slower encoding, smaller
     files at the same quality; the decoder is unchanged).
     """
     data, info = compress_with_info(image, model, seed, quantizer, quality, tile=tile,
-                                    refine=refine)
+                                    refine=refine, target_bpp=target_bpp,
+                                    target_psnr=target_psnr)
     for n in info["warnings"]:
         print(f"uqcodec: warning: {n}", file=sys.stderr)
     return data
@@ -67,7 +132,16 @@ def decompress(data, model=None, rgb=False):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError("decompress expects bytes")
     header, streams = container.unpack(bytes(data))
-    path = _model_dir(model) if model is not None else zoo.find_by_name(header.model)
+    if isinstance(model, str) and "," in model:
+        model = [m.strip() for m in model.split(",") if m.strip()]
+    if isinstance(model, (list, tuple)):  # a rate set: the model the file names
+        paths = [zoo.resolve(m) for m in model]
+        names = {zoo.read_card(p)["name"]: p for p in paths}
+        if header.model not in names:
+            raise CodecError(f"file needs model {header.model!r}, not one of {sorted(names)}")
+        path = names[header.model]
+    else:
+        path = _model_dir(model) if model is not None else zoo.find_by_name(header.model)
     c = codec.load(path)
     out = c.decode(header, streams)
     return out if rgb else imageio.from_rgb(out, header.mode)

@@ -67,8 +67,19 @@ def main():
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(),
               help="Output file (default: IMAGE with .uq); only with a single IMAGE.")
-@click.option("--model", "model", metavar="NAME|DIR", help="Shipped model name or model directory.")
-@click.option("-q", "--quality", type=int, help="1..N: default-family model from low to high rate.")
+@click.option("--model", "model", metavar="NAME|DIR",
+              help="Shipped model name or model directory; variable-rate models that "
+                   "cover one range together: NAME,NAME.")
+@click.option("-q", "--quality", type=float,
+              help="Variable-rate model: 0 (smallest files) to 10 (best quality), default 5, "
+                   "any value between (log-spaced in the model's lambda). Fixed-rate ladder: "
+                   "1..N picks a model from low to high rate (uqcodec models).")
+@click.option("--target-bpp", type=float, metavar="BPP",
+              help="Variable-rate model: search this image's rate for a file of BPP bits "
+                   "per pixel (within 2 %; else the nearest reachable, said on stderr).")
+@click.option("--target-psnr", type=float, metavar="DB",
+              help="Variable-rate model: search this image's rate for a PSNR of DB "
+                   "(within 0.1 dB; else the nearest reachable, said on stderr).")
 @click.option("--seed", type=click.IntRange(0, (1 << 64) - 1),
               help="64-bit dither seed (default: fresh random).")
 @click.option("--quantizer", type=click.Choice(["uq", "round"]), default="uq", show_default=True,
@@ -85,7 +96,8 @@ def main():
 @click.option("-j", "--jobs", type=click.IntRange(1, 64),
               help="Worker processes for several files (default: 2, or 1 on one CPU).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
-def compress(images, output, model, quality, seed, quantizer, tile, refine, jobs, force):
+def compress(images, output, model, quality, target_bpp, target_psnr, seed, quantizer, tile,
+             refine, jobs, force):
     """Compress IMAGES (PNG, JPEG, anything Pillow reads; or directories of them) to .uq files.
 
     Several files are coded in parallel; a bad file is reported at the end and
@@ -93,7 +105,7 @@ def compress(images, output, model, quality, seed, quantizer, tile, refine, jobs
     from . import api, batch
     files, had_dir = batch.expand(images, batch.IMAGE_EXTS)
     opts = dict(model=model, seed=seed, quantizer=quantizer, quality=quality, tile=tile,
-                refine=refine)
+                refine=refine, target_bpp=target_bpp, target_psnr=target_psnr)
     if len(files) != 1 or had_dir:
         if output:
             raise CodecError("-o/--output is only valid with a single input file")
@@ -224,7 +236,12 @@ def info(file, as_json):
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of model cards.")
 def models(as_json):
-    """List the shipped models (the default is marked with *)."""
+    """List the shipped models (the default is marked with *).
+
+    quality: the --quality that picks a fixed-rate model of the default ladder, or the
+    range of --quality that a variable-rate model serves when the variable-rate models
+    are used together (--target-bpp/--target-psnr, or --model LOW,HIGH); a variable-rate
+    model alone takes 0..10 over its own lambda range."""
     from . import zoo
     cards = zoo.list_models()
     if as_json:
@@ -232,19 +249,35 @@ def models(as_json):
                               indent=2))
         return
     lad = zoo.ladder()
-    default = zoo.resolve() if lad else None
-    q = {c["path"]: i + 1 for i, c in enumerate(lad)}
-    click.echo(f"  {'name':28s} {'arch':10s} {'train':5s} {'lambda':>7s} {'steps':>7s} "
-               f"{'bpp':>7s} {'PSNR':>7s} quality")
-    for c in cards:
-        mark = "*" if c["path"] == default else " "
+    var = {c["path"] for c in zoo.default_variable()}
+    default = None if var else (zoo.resolve() if lad else None)
+    q = {c["path"]: str(i + 1) for i, c in enumerate(lad)}
+    vset = sorted(zoo.variable_set(), key=lambda c: c["lambda_range"][0])
+    if vset:  # the qualities each variable-rate model serves in its set
+        from .codec import set_edges, set_quality
+        e = set_edges([c["lambda_range"] for c in vset])
+        q.update({c["path"]: f"{set_quality(e[i], e):.4g}-{set_quality(e[i + 1], e):.4g}"
+                  for i, c in enumerate(vset)})
+    click.echo(f"  {'name':28s} {'arch':10s} {'train':5s} {'lambda':>13s} {'steps':>7s} "
+               f"{'Kodak bpp':>11s} {'PSNR':>11s} quality")
 
-        def f(v, fmt):
-            return format(v, fmt) if isinstance(v, (int, float)) else format("-", ">" + fmt[0])
+    def f(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) else format("-", ">" + fmt[0])
+
+    for c in cards:
+        mark = "*" if c["path"] == default or c["path"] in var else " "
+        pts = c.get("kodak_points") or []
+        if c.get("lambda_range"):  # variable rate: its range, lowest to highest quality
+            lam = "{:g}-{:g}".format(*c["lambda_range"])
+            bpp = f"{pts[0]['bpp']:.3f}-{pts[-1]['bpp']:.2f}" if pts else "-"
+            psnr = f"{pts[0]['psnr']:.2f}-{pts[-1]['psnr']:.2f}" if pts else "-"
+            quality = q.get(c["path"], "0-10")
+        else:
+            lam, bpp, psnr = (f(c.get("lambda"), ".4f"), f(c.get("kodak_bpp"), ".3f"),
+                              f(c.get("kodak_psnr"), ".2f"))
+            quality = q.get(c["path"], "")
         click.echo(f"{mark} {c['name']:28s} {c.get('arch', '?'):10s} {c.get('training', '?'):5s} "
-                   f"{f(c.get('lambda'), '7.4f')} {f(c.get('steps'), '7d')} "
-                   f"{f(c.get('kodak_bpp'), '7.3f')} {f(c.get('kodak_psnr'), '7.2f')} "
-                   f"{q.get(c['path'], '')}")
+                   f"{lam:>13s} {f(c.get('steps'), '7d')} {bpp:>11s} {psnr:>11s} {quality}")
 
 
 @main.command()
@@ -252,8 +285,10 @@ def models(as_json):
               show_default=True, help="Model family.")
 @click.option("--mode", type=click.Choice(["un", "sr"]), default="sr", show_default=True,
               help="un: additive uniform noise; sr: soft rounding + noise (UN+UQ+SR).")
-@click.option("--lambda", "lmbda", type=float, required=True,
-              help="Rate-distortion trade-off: loss = bpp + lambda * MSE (0..255 scale).")
+@click.option("--lambda", "lmbda", required=True, metavar="LAMBDA|LO:HI",
+              help="Rate-distortion trade-off: loss = bpp + lambda * MSE (0..255 scale). A "
+                   "range LO:HI (hyperprior) trains one variable-rate model: each step draws "
+                   "lambda log-uniformly from the range.")
 @click.option("--out", required=True, type=click.Path(), help="Output model directory.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
               help="Folder of training images (default ../shared/data/train).")
@@ -287,6 +322,11 @@ def models(as_json):
 @click.option("--latent-gain", type=float, default=None,
               help="Hyperprior: fixed gain on the latents, so y starts near unit scale "
                    "(new models: 16; 1 = none). A warm start keeps its model's size and gain.")
+@click.option("--bypass", type=int, default=None, metavar="K",
+              help="Hyperprior: a linear KxK stride-K path beside the analysis and the "
+                   "synthesis (16 matches the 16x downsampling). With --init-from a model "
+                   "without one, it is fitted to what the old latents miss and feeds the new "
+                   "latent channels (--M).")
 @click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
               default="auto", show_default=True,
               help="tf.distribute: one device, mirrored (the GPUs of this host), multiworker "
@@ -301,7 +341,7 @@ def models(as_json):
               help="Measure the exported model on Kodak (when ../shared is present).")
 def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_start, alpha,
           alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
-          latent_gain, strategy, data_split, measure):
+          latent_gain, bypass, strategy, data_split, measure):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
@@ -320,9 +360,18 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
             return a, b
         except ValueError:
             raise CodecError(f"{name} must be START:END, e.g. 1:8") from None
+    try:
+        lmbda = tuple(float(v) for v in lmbda.split(":")) if ":" in lmbda else float(lmbda)
+        if isinstance(lmbda, tuple) and len(lmbda) != 2:
+            raise ValueError
+    except ValueError:
+        raise CodecError("--lambda must be a number or a range LO:HI, e.g. 0.001:0.1") from None
+    if isinstance(lmbda, tuple) and (arch != "hyperprior" or not 0 < lmbda[0] < lmbda[1]):
+        raise CodecError("a --lambda range LO:HI needs 0 < LO < HI and the hyperprior family")
     a0, a1 = pair(alpha, "--alpha")
     ar = pair(alpha_r, "--alpha-r") if alpha_r else None
-    args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain)) if v}
+    args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain),
+                              ("bypass", bypass)) if v}
     run = run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)))
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
             warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,

@@ -18,6 +18,7 @@ Version-1/2 files (written before the exact entropy path) are decoded by
 import atexit
 import hashlib
 import io
+import math
 import os
 import threading
 import time
@@ -27,6 +28,12 @@ import numpy as np
 from . import container, entropy, quantization as Q, zoo
 from .errors import CodecError
 from .hyperprior import Hyperprior
+
+# --quality of a variable-rate model: QUALITY_MIN (its lowest lambda) to QUALITY_MAX (its
+# highest), log-spaced in lambda; any value in between.
+QUALITY_MIN, QUALITY_MAX, DEFAULT_QUALITY = 0.0, 10.0, 5.0
+TARGET_BPP_TOLERANCE = 0.02  # --target-bpp: within 2 % of the size asked for
+TARGET_PSNR_TOLERANCE = 0.1  # --target-psnr: within 0.1 dB
 from .linear import Linear
 
 FAMILIES = {"hyperprior": Hyperprior, "linear": Linear}
@@ -93,13 +100,13 @@ class Codec:
             if self.arch != "hyperprior":
                 raise CodecError(f"model {self.name} is linear: refinement is implemented "
                                  "for hyperprior models only")
-            if not self.card.get("lambda"):
+            if not self.card.get("lambda") and not self.variable:
                 raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
             from .training.model import CompressionModel
             from .training.refine import Refiner
             model = CompressionModel(self.card)  # the TensorFlow model, for its gradients
             model.load_weights_npz(os.path.join(self.path, "weights.npz"))
-            self._refiner = Refiner(model, self.card["lambda"], self.rounding.alpha,
+            self._refiner = Refiner(model, self.card.get("lambda"), self.rounding.alpha,
                                     self.rounding.alpha_r)
         return self._refiner
 
@@ -126,9 +133,30 @@ class Codec:
         x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)  # garbage in, no warnings out
         return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
+    # --- rate of a variable-rate model ---------------------------------------------
+    @property
+    def variable(self):
+        """True for a variable-rate model (one model, every rate in its lambda range)."""
+        return bool(getattr(self.family, "variable", False))
+
+    def lambda_at_rate(self, rate):
+        """The lambda whose learned gain is nearest the gain of ``rate`` (for refinement)."""
+        lo, hi = self.card["lambda_range"]
+        ts = np.linspace(0.0, 1.0, 1001)
+        rates = np.array([self.family.rate_at(t) for t in ts])
+        t = ts[int(np.argmin(np.abs(rates - rate)))]
+        return lo * (hi / lo) ** t
+
+    def rate_at_lambda(self, lmbda):
+        """The rate parameter (an integer) of lambda ``lmbda`` in this model's range."""
+        lo, hi = self.card["lambda_range"]
+        t = math.log(lmbda / lo) / math.log(hi / lo)
+        return self.family.rate_at(min(1.0, max(0.0, t)))
+
     # --- encode ----------------------------------------------------------------
     def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False,
-               tile=container.DEFAULT_TILE, refine=0, progress=None):
+               tile=container.DEFAULT_TILE, refine=0, progress=None, rate=None, latents=None,
+               lmbda=None):
         """HxWx3 uint8 -> (file bytes, info). info has the rate of the coded symbols
         in bits and, when asked, the reconstruction (what every decoder gives back, up
         to float32 differences of the synthesis between machines).
@@ -137,8 +165,20 @@ class Codec:
         ``refine.py``; 0 = the analysis transform's latents as they are);
         ``progress(n)`` is called after each of them. Tiles of ``tile`` x ``tile``
         pixels (row-major) are coded independently, each with its own dither
-        ``Dither(seed, index)`` and streams, so memory is bounded by the tile size."""
+        ``Dither(seed, index)`` and streams, so memory is bounded by the tile size.
+        ``rate``: the rate parameter of a variable-rate model (default: quality
+        DEFAULT_QUALITY); ``latents``: the tiles' latents from ``tile_latents`` (a search
+        over rates analyzes once); ``lmbda``: the lambda that refinement of a variable-rate
+        model optimizes for (default: the one of ``rate``)."""
         h, w = rgb.shape[:2]
+        if rate is None:  # a variable-rate model: the middle of its lambda range
+            lmbda = lmbda or math.sqrt(math.prod(self.card["lambda_range"])) \
+                if self.variable else None
+            rate = self.rate_at_lambda(lmbda) if self.variable else 0
+        elif rate and not self.variable:
+            raise CodecError(f"model {self.name} has a fixed rate")
+        if refine and self.variable and lmbda is None:
+            lmbda = self.lambda_at_rate(rate)
         if refine:
             self.refiner  # noqa: B018  (a linear model fails here, before any work)
         container.check_tile(tile)
@@ -146,27 +186,35 @@ class Codec:
             raise CodecError(f"tile size must be a multiple of {self.multiple} for "
                              f"model {self.name}")
         container.check_size(h, w)
-        streams, rate = [], 0.0
+        streams, bits_total = [], 0.0
         recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
         for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
             part = rgb[t:t + th, l:l + tw]
-            latents = self.analyze(part)
+            lat = latents[i] if latents is not None else self.analyze(part)
             if refine:
-                latents = self._refine(part, latents, quantizer, (refine, seed, i, progress))
+                lat = self._refine(part, lat, quantizer, (refine, seed, i, progress), rate,
+                                   lmbda)
             esc = entropy.EscapeWriter()
-            s, bits, y_dec = self.family.encode(latents, Q.Dither(seed, i), quantizer, esc)
+            s, bits, y_dec = self.family.encode(lat, Q.Dither(seed, i), quantizer, esc, rate)
             streams += s + [bytes(esc.buf)]
-            rate += bits
+            bits_total += bits
             if reconstruct:
                 recon[t:t + th, l:l + tw] = self.synthesize(y_dec, th, tw)
         header = container.Header(self.name, self.fingerprint, quantizer, h, w, mode,
-                                  int(seed), [len(s) for s in streams], tile)
-        info = {"rate_bits": rate, "tiles": container.tile_count(h, w, tile)}
+                                  int(seed), [len(s) for s in streams], tile, rate=int(rate))
+        info = {"rate_bits": bits_total, "tiles": container.tile_count(h, w, tile),
+                "rate": int(rate)}
         if reconstruct:
             info["reconstruction"] = recon
         return container.pack(header, streams), info
 
-    def _refine(self, rgb, latents, quantizer, refine):
+    def tile_latents(self, rgb, tile=container.DEFAULT_TILE):
+        """The latents of every tile (what ``encode`` would compute), for ``latents=``."""
+        h, w = rgb.shape[:2]
+        return [self.analyze(rgb[t:t + th, l:l + tw])
+                for t, l, th, tw in container.tile_grid(h, w, tile)]
+
+    def _refine(self, rgb, latents, quantizer, refine, rate=0, lmbda=None):
         steps, seed, index, progress = refine
         y, z = latents
         if quantizer == "uq":  # the dither this tile will use (same draws, same order)
@@ -176,8 +224,10 @@ class Codec:
         else:  # rounding (y around its predicted mean)
             u_z = u_y = None
         t = time.perf_counter()
+        gain = {"lam": lmbda, "log_gain": math.log(entropy.rate_gain(rate))} if self.variable \
+            else {}
         y, z, _ = self.refiner(self.pad(rgb), y, z, u_y, u_z, steps, seed=(int(seed), index),
-                               valid=rgb.shape[:2], progress=progress)
+                               valid=rgb.shape[:2], progress=progress, **gain)
         self.transform_seconds += time.perf_counter() - t
         return y, z
 
@@ -189,7 +239,7 @@ class Codec:
                              f"(fingerprint {header.fingerprint}, installed {self.fingerprint})")
         if header.version < 3:
             return self.legacy.decode(header, streams)
-        if header.rate:
+        if header.rate and not self.variable:
             raise CodecError(f"file has rate parameter {header.rate}, but model {self.name} "
                              "has a fixed rate")
         out = np.empty((header.height, header.width, 3), np.uint8)
@@ -212,8 +262,125 @@ class Codec:
             esc = entropy.EscapeReader(s[-1])
             try:
                 y_dec = self.family.decode(s, self.family.latent_shapes(th, tw),
-                                           Q.Dither(header.seed, i), header.quantizer, esc)
+                                           Q.Dither(header.seed, i), header.quantizer, esc,
+                                           header.rate)
             except (ValueError, KeyError, RuntimeError, OverflowError, AssertionError,
                     IndexError) as e:
                 raise CodecError(f"corrupted file (entropy decoding failed: {e})") from None
             yield (t, l, th, tw), y_dec
+
+
+def set_edges(ranges):
+    """Lambda ranges of a rate set's models, sorted by their low ends -> the edges of the
+    lambdas each model serves: model i serves [edges[i], edges[i + 1]], and between two
+    models the switch is at the geometric mean of the overlap's (or gap's) ends."""
+    return ([ranges[0][0]] + [math.sqrt(a[1] * b[0]) for a, b in zip(ranges, ranges[1:])]
+            + [max(r[1] for r in ranges)])
+
+
+def set_quality(lmbda, edges):
+    """The quality of lambda ``lmbda`` in a rate set with these edges."""
+    lo, hi = edges[0], edges[-1]
+    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * math.log(lmbda / lo) / math.log(hi / lo)
+
+
+class RateSet:
+    """Variable-rate models that together cover one lambda range (one model, or a low-
+    and a high-rate one), seen as one codec with a continuous quality.
+
+    Quality QUALITY_MIN..QUALITY_MAX is log-spaced in lambda over the union of the
+    models' ranges; each lambda goes to the model that has it deepest inside its range
+    (between two overlapping models the switch is at the geometric mean of the
+    overlap's ends), then to that model's rate parameter.
+    """
+
+    def __init__(self, codecs):
+        if not codecs or not all(c.variable for c in codecs):
+            raise CodecError("a rate set needs variable-rate models")
+        self.codecs = sorted(codecs, key=lambda c: c.card["lambda_range"][0])
+        self.edges = set_edges([c.card["lambda_range"] for c in self.codecs])
+        self.lo, self.hi = self.edges[0], self.edges[-1]
+
+    @property
+    def name(self):
+        return "+".join(c.name for c in self.codecs)
+
+    def lambda_of(self, quality):
+        q = float(quality)
+        if not QUALITY_MIN <= q <= QUALITY_MAX:
+            raise CodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}")
+        return self.lo * (self.hi / self.lo) ** ((q - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN))
+
+    def pick(self, quality):
+        """(codec, rate parameter) of a quality."""
+        lmbda = self.lambda_of(quality)
+        i = next(i for i in range(len(self.codecs)) if lmbda <= self.edges[i + 1]
+                 or i == len(self.codecs) - 1)
+        return self.codecs[i], self.codecs[i].rate_at_lambda(lmbda)
+
+    def options(self):
+        """Every (codec, rate parameter) of the set, from the lowest rate to the highest."""
+        out = []
+        for i, c in enumerate(self.codecs):
+            a, b = c.rate_at_lambda(self.edges[i]), c.rate_at_lambda(self.edges[i + 1])
+            out += [(c, r) for r in range(a, b + 1)]
+        return out
+
+    def encode(self, rgb, seed, quantizer="uq", mode="RGB", reconstruct=False,
+               tile=container.DEFAULT_TILE, quality=DEFAULT_QUALITY, refine=0, progress=None):
+        c, r = self.pick(quality)
+        data, info = c.encode(rgb, seed, quantizer, mode, reconstruct, tile, refine, progress,
+                              rate=r, lmbda=self.lambda_of(quality))
+        info["model"] = c.name
+        return data, info
+
+    def encode_target(self, rgb, seed, quantizer="uq", mode="RGB", tile=container.DEFAULT_TILE,
+                      bpp=None, psnr=None):
+        """Encode at the (model, rate parameter) whose real file comes nearest a size
+        (``bpp``, within TARGET_BPP_TOLERANCE) or a PSNR (``psnr``, within
+        TARGET_PSNR_TOLERANCE dB), by bisection over ``options()`` (file size and PSNR
+        grow along them; each model's latents are computed once). Returns (bytes, info);
+        info["target"] says what was asked, what was reached and whether it is within
+        the tolerance."""
+        from .metrics import psnr as psnr_of
+        if (bpp is None) == (psnr is None):
+            raise CodecError("give one target: bpp or psnr")
+        target = float(bpp if bpp is not None else psnr)
+        if not (math.isfinite(target) and target > 0):
+            raise CodecError("the target must be a positive number")
+        h, w = rgb.shape[:2]
+        opts = self.options()
+        latents, tried = {}, {}
+
+        def value(i):
+            if i not in tried:
+                c, r = opts[i]
+                if c.name not in latents:
+                    latents[c.name] = c.tile_latents(rgb, tile)
+                data, info = c.encode(rgb, seed, quantizer, mode, psnr is not None, tile,
+                                      rate=r, latents=latents[c.name])
+                v = (8.0 * len(data) / (h * w) if bpp is not None
+                     else psnr_of(rgb, info.pop("reconstruction")))
+                info["model"] = c.name
+                tried[i] = (v, data, info)
+            return tried[i][0]
+
+        lo, hi = 0, len(opts) - 1
+        if value(hi) <= target:
+            best = hi
+        elif value(lo) >= target:
+            best = lo
+        else:  # value(lo) < target < value(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if value(mid) < target:
+                    lo = mid
+                else:
+                    hi = mid
+            best = min((lo, hi), key=lambda i: abs(value(i) - target))
+        v, data, info = tried[best]
+        reached = (abs(v - target) <= TARGET_BPP_TOLERANCE * target if bpp is not None
+                   else abs(v - target) <= TARGET_PSNR_TOLERANCE)
+        info["target"] = {"kind": "bpp" if bpp is not None else "dB", "wanted": target,
+                          "got": v, "reached": bool(reached), "encodes": len(tried)}
+        return data, info

@@ -16,3 +16,15 @@ DITHER_LEVELS = 256
 
 # Linear models see (x - 1/2) * LINEAR_GAIN: a unit quantization step is ~32 pixel levels.
 LINEAR_GAIN = 8.0
+
+# Variable-rate models: the latents are coded at gain a = exp(LOG_SCALE_STEP * r / RATE_DIV)
+# for the header's rate parameter r, i.e. the scale index moves by r / RATE_DIV steps.
+RATE_DIV = 4
+RATE_KNOTS = 9                         # training: learned log-gain at 9 points of the lambda range
+RATE_KNOT_SCALE = 10.0                 # weights hold the log-gains / 10 (they train 10x faster)
+
+# Hyperprior bypass (a linear path beside analysis and synthesis): its convolutions are
+# scaled by these constants, so that their weights are of the size of the other layers'
+# (Adam moves every weight by about the learning rate per step).
+BYPASS_IN_SCALE = 16.0
+BYPASS_OUT_SCALE = 0.03125

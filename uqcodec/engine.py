@@ -30,21 +30,24 @@ def _same_pads(kernel, stride):
     return [total // 2, total // 2, total - total // 2, total - total // 2]
 
 
-def conv(g, w, name, stride=1, relu=False):
+def conv(g, w, name, stride=1, relu=False, src=None):
+    """``src``: the input node (default: the last one)."""
     k = w[name + "/kernel"].astype(np.float32)  # (kh, kw, in, out)
-    g.node("Conv", [g.last, g.const(k.transpose(3, 2, 0, 1)), g.const(w[name + "/bias"])],
+    g.node("Conv", [src or g.last, g.const(k.transpose(3, 2, 0, 1)), g.const(w[name + "/bias"])],
            strides=[stride, stride], pads=_same_pads(k.shape[0], stride))
     if relu:
         g.node("Relu", [g.last])
+    return g.last
 
 
-def deconv(g, w, name, stride=2, relu=False):
+def deconv(g, w, name, stride=2, relu=False, src=None):
     k = w[name + "/kernel"].astype(np.float32)  # (kh, kw, out, in)
-    g.node("ConvTranspose", [g.last, g.const(k.transpose(3, 2, 0, 1)),
+    g.node("ConvTranspose", [src or g.last, g.const(k.transpose(3, 2, 0, 1)),
                              g.const(w[name + "/bias"])],
            strides=[stride, stride], pads=_same_pads(k.shape[0], stride))
     if relu:
         g.node("Relu", [g.last])
+    return g.last
 
 
 def gdn(g, w, name, inverse=False):
@@ -54,6 +57,10 @@ def gdn(g, w, name, inverse=False):
     pool = g.node("Conv", [g.node("Abs", [x]), g.const(gamma.T[:, :, None, None]),
                            g.const(beta)])
     g.node("Mul" if inverse else "Div", [x, pool])
+
+
+def add(g, a, b):
+    return g.node("Add", [a, b])
 
 
 def scale(g, factor, offset=0.0):

@@ -22,12 +22,26 @@ import constriction
 
 from . import exactmath, quantization as Q
 from .constants import (DITHER_LEVELS, GAUSS_RADIUS, LOG_SCALE_MIN, LOG_SCALE_STEP,
-                        MEAN_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN)
+                        MEAN_STEP, RATE_DIV, SCALE_LEVELS, SCALE_MAX, SCALE_MIN)
 
 # Gaussian scale table: log-spaced from the training lower bound 0.11 to 256. Version 3
 # computes it from the literal grid constants with exactmath (the same bits everywhere);
 # versions 1/2 used np.exp (LEGACY_SCALES, which may differ in the last bit elsewhere).
 SCALES = exactmath.exp(LOG_SCALE_MIN + LOG_SCALE_STEP * np.arange(SCALE_LEVELS))
+
+
+def rate_scales(rate):
+    """The scale table of a variable-rate model's latents at rate parameter ``rate``:
+    every scale times the gain, i.e. the log grid shifted by rate / RATE_DIV steps
+    (``rate_scales(0)`` is ``SCALES``)."""
+    return exactmath.exp(LOG_SCALE_MIN + LOG_SCALE_STEP * (np.arange(SCALE_LEVELS)
+                                                           + rate / RATE_DIV))
+
+
+def rate_gain(rate):
+    """The gain of the latents at rate parameter ``rate``: exp(LOG_SCALE_STEP * rate /
+    RATE_DIV), the same float64 on every machine."""
+    return float(exactmath.exp(np.array([LOG_SCALE_STEP * (rate / RATE_DIV)]))[0])
 LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
 ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)
@@ -185,6 +199,19 @@ class GaussianCoder:
         self.qg = (constriction.stream.model.QuantizedGaussian(-GAUSS_RADIUS, GAUSS_RADIUS)
                    if alpha is None and not exact else None)
         self.cat = constriction.stream.model.Categorical(perfect=False)
+        self._at = {}
+
+    def at_rate(self, rate):
+        """This coder with the scale table of rate parameter ``rate`` (version 3)."""
+        if not rate:
+            return self
+        if rate not in self._at:
+            import copy
+            c = copy.copy(self)
+            c.scales = rate_scales(rate)
+            c._at = {}
+            self._at[rate] = c
+        return self._at[rate]
 
     def _window(self, idx):
         return int(math.ceil(6.0 * self.scales[idx] + 2.0))

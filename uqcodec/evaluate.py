@@ -18,12 +18,15 @@ from .metrics import BD_METHOD, ms_ssim, psnr
 __all__ = ["psnr", "measure_model", "select_models", "plan", "evaluate", "curves"]
 
 PAPER_NAMES = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
-               ("sr", "round"): "UN+Q+SR"}
+               ("sr", "round"): "UN+SR+Q"}
+# a variable-rate model is measured at these qualities (0..10): 9 points of one curve
+EVAL_QUALITIES = (0.0, 1.25, 2.5, 3.75, 5.0, 6.25, 7.5, 8.75, 10.0)
 MEASURES = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 
 
-def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
-    """Mean bpp (real file size, header included) and mean PSNR over a folder."""
+def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True, quality=None):
+    """Mean bpp (real file size, header included) and mean PSNR over a folder
+    (``quality``: of a variable-rate model)."""
     from .api import compress_with_info, decompress
     from .training.data import list_images
     files = list_images(folder)
@@ -34,18 +37,27 @@ def measure_model(model_dir, folder, seed=1, quantizer="uq", progress=True):
         it = tqdm(files, desc=os.path.basename(model_dir), unit="img", leave=False)
     for i, f in enumerate(it):
         rgb, _, _ = imageio.read_image(f)
-        data, _ = compress_with_info(rgb, model=model_dir, seed=seed + i, quantizer=quantizer)
+        data, _ = compress_with_info(rgb, model=model_dir, seed=seed + i, quantizer=quantizer,
+                                     quality=quality)
         out = decompress(data, model=model_dir, rgb=True)
         bpps.append(8.0 * len(data) / (rgb.shape[0] * rgb.shape[1]))
         psnrs.append(psnr(rgb, out))
     return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "images": len(files)}
 
 
-def curve_name(arch, training, quantizer, refine=0):
+def curve_name(arch, training, quantizer, refine=0, variable=False):
     """'hyperprior UN+UQ+SR': family + the paper's name of training and quantizer
-    (+ ', refined N' for encoder-side refinement with N steps)."""
+    (+ ', refined N' for encoder-side refinement with N steps; + ', variable rate' for
+    the points of a variable-rate model)."""
     name = f"{arch} {PAPER_NAMES.get((training, quantizer), f'{training}+{quantizer}')}"
-    return name + (f", refined {refine}" if refine else "")
+    return name + (f", refined {refine}" if refine else "") + (", variable rate" if variable
+                                                               else "")
+
+
+def quality_lambda(card, quality):
+    """The lambda that a variable-rate model's quality stands for."""
+    lo, hi = card["lambda_range"]
+    return lo * (hi / lo) ** (quality / 10.0)
 
 
 def select_models(spec):
@@ -59,16 +71,40 @@ def select_models(spec):
 
 
 def plan(cards, paper=False, refine=0):
-    """(card, quantizer, refine steps) settings: every model with 'uq'; with ``paper``
-    also the 'un' models with 'round' (UN+Q); with ``refine`` also the hyperprior 'sr'
-    models with that many steps of encoder-side refinement."""
-    out = [(c, "uq", 0) for c in cards]
+    """(card, quantizer, refine steps, quality) settings: every model with 'uq'; with
+    ``paper`` also with 'round' (UN+Q for 'un' models, UN+SR+Q for 'sr' models); with
+    ``refine`` also the fixed-rate hyperprior 'sr' models with that many steps of
+    encoder-side refinement. A variable-rate model gives one setting per quality of
+    EVAL_QUALITIES (quality None: a fixed-rate model)."""
+    def at(c, quantizer, steps=0):
+        qs = EVAL_QUALITIES if c.get("lambda_range") else (None,)
+        return [(c, quantizer, steps, q) for q in qs]
+    sets = {}
+    for c in cards:  # variable-rate models of one family and training: one rate set
+        if c.get("lambda_range"):
+            sets.setdefault((c.get("arch"), c.get("training")), []).append(c)
+    cards = [c for c in cards if not c.get("lambda_range")] + [_set_card(s) for s in
+                                                               sets.values()]
+    out = [s for c in cards for s in at(c, "uq")]
     if paper:
-        out += [(c, "round", 0) for c in cards if c.get("training") == "un"]
+        out += [s for c in cards for s in at(c, "round")]
     if refine:
-        out += [(c, "uq", refine) for c in cards
-                if c.get("arch") == "hyperprior" and c.get("training") == "sr"]
+        out += [s for c in cards if c.get("arch") == "hyperprior" and c.get("training") == "sr"
+                and not c.get("lambda_range") for s in at(c, "uq", refine)]
     return out
+
+
+def _set_card(cards):
+    """One card for variable-rate models that form a rate set (``codec.RateSet``): its
+    ``path`` is the tuple of their directories, which ``api.compress`` takes as a set."""
+    cards = sorted(cards, key=lambda c: c["lambda_range"][0])
+    if len(cards) == 1:
+        return cards[0]
+    return {"name": "+".join(c["name"] for c in cards), "path": tuple(c["path"] for c in cards),
+            "arch": cards[0].get("arch"), "training": cards[0].get("training"),
+            "lambda_range": [cards[0]["lambda_range"][0],
+                             max(c["lambda_range"][1] for c in cards)],
+            "steps": max(c.get("steps") or 0 for c in cards)}
 
 
 def _timed(fn, *args, **kw):
@@ -115,24 +151,30 @@ def evaluate(files, settings, classics, seed=1, progress=True):
     bar = tqdm(total=total, unit="code", disable=not progress, dynamic_ncols=True)
     rows = []
     try:
-        for card, quantizer, refine in settings:
-            bar.set_description(f"loading {card['name']}")
-            _warm_up(card["path"], quantizer, refine)
+        for card, quantizer, refine in dict.fromkeys(
+                (c["path"], qz, r) for c, qz, r, _ in settings):
+            bar.set_description("loading " + (os.path.basename(card) if isinstance(card, str)
+                                              else "rate set"))
+            _warm_up(card, quantizer, refine)
         for i, f in enumerate(files):
             rgb, _, _ = imageio.read_image(f)
-            for card, quantizer, refine in settings:
-                bar.set_description(f"{os.path.basename(f)} {card['name']} {quantizer}"
+            for card, quantizer, refine, quality in settings:
+                setting = card["name"] + (f" q{quality:g}" if quality is not None else "")
+                bar.set_description(f"{os.path.basename(f)} {setting} {quantizer}"
                                     + (f" refine {refine}" if refine else ""))
                 (data, _), enc = _timed(api.compress_with_info, rgb, model=card["path"],
-                                        seed=seed + i, quantizer=quantizer, refine=refine)
+                                        seed=seed + i, quantizer=quantizer, refine=refine,
+                                        quality=quality)
                 out, dec = _timed(api.decompress, data, model=card["path"], rgb=True)
                 rows.append(_row(curve_name(card.get("arch"), card.get("training"), quantizer,
-                                            refine),
+                                            refine, quality is not None),
                                  f, rgb, data, out, enc, dec,
-                                 {"kind": "model", "setting": card["name"],
+                                 {"kind": "model", "setting": setting,
                                   "arch": card.get("arch"), "training": card.get("training"),
                                   "quantizer": quantizer, "refine": refine,
-                                  "lambda": card.get("lambda"),
+                                  "quality": "" if quality is None else quality,
+                                  "lambda": (card.get("lambda") if quality is None
+                                             else quality_lambda(card, quality)),
                                   "steps": card.get("steps")}))
                 bar.update()
             for c in classics:
@@ -173,6 +215,7 @@ def curves(rows):
         c = out.setdefault(name, {"name": name, "kind": r0["kind"], "arch": r0["arch"],
                                   "training": r0["training"], "quantizer": r0["quantizer"],
                                   "refine": r0.get("refine") or 0,
+                                  "variable": r0["kind"] == "model" and r0["quality"] != "",
                                   "points": [], "dropped": []})
         c["points"].append(point)
     for c in out.values():
@@ -186,6 +229,50 @@ def curves(rows):
             c["points"] = list(best.values())
         c["points"].sort(key=lambda p: (p["bpp"], str(p["setting"])))
     return list(out.values())
+
+
+GRAD_DRAWS = 64  # noise draws per estimator in the gradient-bias table
+
+
+def gradient_bias_md(cards, files, warn=print, draws=GRAD_DRAWS):
+    """The gradient-bias table (``training/gradbias.py``) of the soft-rounding models in
+    ``cards``, each a stage of training, on 8 crops of 128x128 from ``files`` (a variable-
+    rate model at the middle of its range). Needs TensorFlow; else a note."""
+    sr = [c for c in cards if c.get("training") == "sr"]
+    if not sr:
+        return None
+    try:
+        from .training import gradbias
+        from .training.model import CompressionModel
+    except CodecError as e:
+        warn(f"no gradient-bias table: {e}")
+        return f"Not measured: {e}"
+    rng = np.random.default_rng(0)
+    crops = []
+    for f in files[:8]:
+        im = imageio.read_image(f)[0]
+        if min(im.shape[:2]) < 128:
+            continue
+        a, b = rng.integers(0, im.shape[0] - 127), rng.integers(0, im.shape[1] - 127)
+        crops.append(im[a:a + 128, b:b + 128])
+    if not crops:
+        return "Not measured: no image is at least 128x128."
+    x = np.stack(crops).astype(np.float32) / 255.0
+    rows = []
+    for c in sr:
+        model = CompressionModel(c)
+        model.load_weights_npz(os.path.join(c["path"], "weights.npz"))
+        rate, lmbda = None, c.get("lambda")
+        if c.get("lambda_range"):
+            rate, lmbda = 0.5, quality_lambda(c, 5.0)
+        rows.append((c["name"], c.get("steps"),
+                     gradbias.gradient_bias(model, x, lmbda, c["alpha"], draws, rate=rate)))
+    return (f"Mean of the lower-variance gradient (Agustsson & Theis) against the Monte Carlo "
+            f"mean of the plain gradient, {draws} noise draws each, on {len(crops)} crops of "
+            "128x128, every weight of the model; each model is a stage of training (its "
+            "steps). Relative bias: |E[g_lv] - E[g]| / |E[g]|; MC noise floor: what the "
+            "difference would be from the finite draws alone; variance per draw relative to "
+            "|E[g]|^2.\n\n" + gradbias.table(rows))
 
 
 def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, force=False,
@@ -269,7 +356,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     except ImportError:
         warn("matplotlib is not installed: no rd.png (pip install matplotlib)")
     if paper:
-        files_out["paper.md"] = report.paper_md(cs, meta)
+        files_out["paper.md"] = report.paper_md(cs, meta, gradient_bias_md(cards, files, warn))
     report.write(out, files_out, force)
     return summary
 

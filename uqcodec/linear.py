@@ -38,11 +38,13 @@ class Linear:
     def analyze(self, x):
         return self.analysis(x).astype(np.float64),
 
-    def encode(self, latents, dither, quantizer, esc):
+    variable = False  # one rate per model
+
+    def encode(self, latents, dither, quantizer, esc, rate=0):
         y_dec, k, rows, stream = entropy.encode_factorized(
             self.factorized, latents[0], dither, quantizer, self.rounding, esc)
         return [stream], self.factorized.bits(k, rows), y_dec
 
-    def decode(self, streams, shapes, dither, quantizer, esc):
+    def decode(self, streams, shapes, dither, quantizer, esc, rate=0):
         return entropy.decode_factorized(self.factorized, streams[0], shapes[0], dither,
                                          quantizer, self.rounding, esc)

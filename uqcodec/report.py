@@ -105,22 +105,30 @@ def csv_bytes(rows, columns, floats=None):
     return buf.getvalue().encode()
 
 
-def paper_md(curves, meta):
-    """The paper's experiment: per family UN+Q, UN+UQ, UN+UQ+SR; BD-rates against UN+Q."""
+def paper_md(curves, meta, grad_bias=None):
+    """The paper's experiment: per family UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q (the
+    soft-rounding model decoded with plain rounding, no dither); BD-rates against UN+Q;
+    matched points (same lambda); and, when given (markdown), the gradient-bias table."""
     lines = ["# UN+Q vs UN+UQ vs UN+UQ+SR (Agustsson & Theis 2020)", "",
              f"{meta['n_images']} images from `{meta['dir']}`; bpp from real files (header "
              f"included), PSNR on 8-bit RGB, means over images. BD-rate: "
-             f"{metrics.BD_METHOD}. Negative is better.", "",
+             f"{metrics.BD_METHOD}. Negative is better. UN+SR+Q: the soft-rounding model "
+             "decoded with plain rounding and no dither (what the paper did not show).", "",
              "| family | curve | points | bpp | PSNR (dB) | BD-rate vs UN+Q |",
              "|---|---|---|---|---|---|"]
-    names = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR"}
-    by = {(c["arch"], names.get((c["training"], c["quantizer"]))): c
+    names = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
+             ("sr", "round"): "UN+SR+Q"}
+    labels = ("UN+Q", "UN+UQ", "UN+UQ+SR", "UN+SR+Q")
+
+    def family(c):
+        return c["arch"] + (" (variable rate)" if c.get("variable") else "")
+    by = {(family(c), names.get((c["training"], c["quantizer"]))): c
           for c in curves if c["kind"] == "model" and not c.get("refine")}
-    families = sorted({c["arch"] for c in curves if c["kind"] == "model"})
+    families = sorted({family(c) for c in curves if c["kind"] == "model"})
     detail = []
     for fam in families:
         base = by.get((fam, "UN+Q"))
-        for label in ("UN+Q", "UN+UQ", "UN+UQ+SR"):
+        for label in labels:
             c = by.get((fam, label))
             if c is None:
                 lines.append(f"| {fam} | {label} | 0 | - | - | no models |")
@@ -136,25 +144,27 @@ def paper_md(curves, meta):
             lines.append(f"| {fam} | {label} | {len(b)} | {min(b):.3f}-{max(b):.3f} | "
                          f"{min(p):.2f}-{max(p):.2f} | {cell} |")
             for q in c["points"]:
-                detail.append(f"| {fam} | {label} | {q['setting']} | {q['lambda']} | "
+                detail.append(f"| {fam} | {label} | {q['setting']} | {q['lambda']:.5g} | "
                               f"{q['bpp']:.4f} | {q['psnr']:.3f} | {q['ms_ssim']:.4f} |")
     same = []
-    for fam in families:
-        base = by.get((fam, "UN+Q"))
-        for q0 in (base or {"points": []})["points"]:
-            for label in ("UN+UQ", "UN+UQ+SR"):
+    for fam in families:  # matched points: same model (same lambda), other quantizer
+        for ref_label, label in (("UN+Q", "UN+UQ"), ("UN+Q", "UN+UQ+SR"),
+                                 ("UN+UQ+SR", "UN+SR+Q")):
+            for q0 in (by.get((fam, ref_label)) or {"points": []})["points"]:
                 for q in (by.get((fam, label)) or {"points": []})["points"]:
                     if q["lambda"] == q0["lambda"]:
-                        same.append(f"| {fam} | {q0['lambda']} | {label} | {q['setting']} | "
-                                    f"{100 * (q['bpp'] / q0['bpp'] - 1):+.1f} % | "
-                                    f"{q['psnr'] - q0['psnr']:+.3f} |")
+                        same.append(f"| {fam} | {q0['lambda']:.5g} | {label} vs {ref_label} | "
+                                    f"{q['setting']} | {100 * (q['bpp'] / q0['bpp'] - 1):+.1f} % "
+                                    f"| {q['psnr'] - q0['psnr']:+.3f} |")
     if same:
-        lines += ["", "Same lambda as the UN+Q model (a single-point comparison, not a BD-rate):",
-                  "", "| family | lambda | curve | model | bpp vs UN+Q | PSNR vs UN+Q (dB) |",
+        lines += ["", "Matched points (same lambda; a single-point comparison, not a BD-rate):",
+                  "", "| family | lambda | curves | model | bpp | PSNR (dB) |",
                   "|---|---|---|---|---|---|", *same]
     lines += ["", "Points (one per lambda):", "",
               "| family | curve | model | lambda | bpp | PSNR (dB) | MS-SSIM |",
               "|---|---|---|---|---|---|---|", *detail, ""]
+    if grad_bias:
+        lines += ["## Bias of the lower-variance gradient", "", grad_bias, ""]
     return "\n".join(lines).encode()
 
 

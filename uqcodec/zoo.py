@@ -54,9 +54,10 @@ def ladder(arch=None, training=None):
     """Models of ``arch`` (default: the default family, or all models when it has none)
     from low to high rate: one per lambda, soft rounding preferred (only ``training``
     models when given)."""
-    cards = [c for c in list_models() if c.get("arch") == (arch or DEFAULT_ARCH)]
+    cards = [c for c in list_models() if c.get("arch") == (arch or DEFAULT_ARCH)
+             and not c.get("lambda_range")]
     if not cards and arch is None:
-        cards = list_models()
+        cards = [c for c in list_models() if not c.get("lambda_range")]
     if training:
         cards = [c for c in cards if c.get("training") == training]
     best = {}
@@ -65,6 +66,28 @@ def ladder(arch=None, training=None):
         if key not in best or (c.get("training") == "sr" and best[key].get("training") != "sr"):
             best[key] = c
     return sorted(best.values(), key=lambda c: (c.get("kodak_bpp") or 0, c.get("lambda") or 0))
+
+
+def variable_models(arch=None):
+    """Cards of the variable-rate models (one model for a range of lambdas)."""
+    return [c for c in list_models() if c.get("lambda_range")
+            and (arch is None or c.get("arch") == arch)]
+
+
+def variable_set(arch=DEFAULT_ARCH):
+    """The family's variable-rate models that serve as one codec (``codec.RateSet``): the
+    soft-rounding ones if any (one model, or several that together cover a lambda range)."""
+    cards = variable_models(arch)
+    sr = [c for c in cards if c.get("training") == "sr"]
+    return sr or cards
+
+
+def default_variable():
+    """``variable_set()`` when the default family ships no fixed-rate models (which stay
+    the default while they are shipped); else []."""
+    if any(c.get("arch") == DEFAULT_ARCH and not c.get("lambda_range") for c in list_models()):
+        return []
+    return variable_set()
 
 
 def middle(arch=None, training=None):

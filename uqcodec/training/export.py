@@ -38,9 +38,19 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
         kodak = kodak or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
                                       "kodak")
         if os.path.isdir(kodak):
-            res = measure_model(tmp, kodak)
             with open(os.path.join(tmp, "model.json")) as f:
                 card = json.load(f)
+            if card.get("lambda_range"):  # variable rate: lowest, default, highest quality
+                from ..codec import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
+                pts = []
+                for q in (QUALITY_MIN, DEFAULT_QUALITY, QUALITY_MAX):
+                    r = measure_model(tmp, kodak, quality=q)
+                    pts.append({"quality": q, "bpp": round(r["bpp"], 4),
+                                "psnr": round(r["psnr"], 3)})
+                card["kodak_points"] = pts
+                res = {"bpp": pts[1]["bpp"], "psnr": pts[1]["psnr"], "images": r["images"]}
+            else:
+                res = measure_model(tmp, kodak)
             card.update({"kodak_bpp": round(res["bpp"], 4), "kodak_psnr": round(res["psnr"], 3),
                          "kodak_images": res["images"]})
             with open(os.path.join(tmp, "model.json"), "w") as f:

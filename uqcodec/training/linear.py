@@ -48,7 +48,8 @@ class LinearModel(BaseModel):
     def hyper_latent(self, y):
         return None
 
-    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None)):
+    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None),
+                rate=None, log_gain=None):
         y_dec, bits_y = noisy_latent(
             y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), u=noise[0],
             alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)

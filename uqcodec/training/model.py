@@ -20,7 +20,7 @@ tf, tfc = _tf.load()
 layers = tf.keras.layers
 
 # Config keys that fix the shape of a model's weights (a warm start or resume must keep them).
-SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain")
+SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain", "bypass", "lambda_range")
 
 
 def families():
@@ -68,30 +68,38 @@ class BaseModel(tf.Module):
         self.config = cfg = full_config(config)
         self.make(cfg, conv_dtype)
         m = self.pad_multiple(cfg)
-        y = self.analysis(tf.zeros((1, m, m, 3)))
-        self.synthesis(y)
+        y = self.analyze(tf.zeros((1, m, m, 3)))
+        self.synthesize(y)
         if hasattr(self, "hyper_synthesis"):
             self.hyper_synthesis(self.hyper_analysis(y))
         self.factorized.cdf(tf.zeros((1, self.factorized.batch_shape[0])))
 
     # --- training graph -----------------------------------------------------
-    def forward(self, x, alpha=None, alpha_r=None, low_variance=True):
+    def analyze(self, x):
+        """x -> y (a family may add paths beside ``analysis``)."""
+        return self.analysis(x)
+
+    def synthesize(self, y):
+        return self.synthesis(y)
+
+    def forward(self, x, alpha=None, alpha_r=None, low_variance=True, rate=None):
         """Noisy forward pass. Returns (x_hat, bits_y, bits_z) summed over the batch.
 
         ``alpha`` (soft rounding s_alpha, None for additive noise only) and
         ``alpha_r`` (the r_alpha of the decoder input, default ``alpha``);
         ``low_variance`` takes the expectation over the noise in the gradient.
         ``relaxed`` does the same from given latents ``y`` (and ``z``), with optional
-        noise ``(u_y, u_z)``.
+        noise ``(u_y, u_z)``. ``rate``: a variable-rate model's lambda position in [0, 1].
         """
-        y = self.analysis(x)
-        return self.relaxed(y, self.hyper_latent(y), alpha, alpha_r, low_variance)
+        y = self.analyze(x)
+        return self.relaxed(y, self.hyper_latent(y), alpha, alpha_r, low_variance, rate=rate)
 
     # --- weights --------------------------------------------------------------
     def named_variables(self):
         """{stable name: tf.Variable} for every weight of the model."""
         out = {}
-        parts = ["analysis", "synthesis", "hyper_analysis", "hyper_synthesis", "factorized"]
+        parts = ["analysis", "synthesis", "hyper_analysis", "hyper_synthesis", "factorized",
+                 "bypass_analysis", "bypass_synthesis", "rate"]
         for part in parts:
             if not hasattr(self, part):
                 continue
@@ -114,15 +122,18 @@ class BaseModel(tf.Module):
         np.savez(buf, **arrays)
         return buf.getvalue()
 
-    def load_weights_npz(self, path_or_bytes):
+    def load_weights_npz(self, path_or_bytes, fresh=()):
+        """Load every weight; names starting with a prefix in ``fresh`` may be missing
+        (they keep their initial values)."""
         data = np.load(io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes)
                        else path_or_bytes)
         variables = self.named_variables()
-        missing = set(variables) - set(data.files)
+        missing = {n for n in set(variables) - set(data.files) if not n.startswith(tuple(fresh))}
         if missing:
             raise ValueError(f"weights file lacks {sorted(missing)[:3]}")
         for name, v in variables.items():
-            v.assign(data[name].astype(np.float32))
+            if name in data.files:
+                v.assign(data[name].astype(np.float32))
 
 
 def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True, u=None):

@@ -38,18 +38,20 @@ EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
 class Refiner:
     """Refinement for one hyperprior model (traced once, reused for every image and tile)."""
 
-    def __init__(self, model, lam, alpha=None, alpha_r=None):
+    def __init__(self, model, lam=None, alpha=None, alpha_r=None):
+        """``lam``: the model's lambda (a variable-rate model: given with each call)."""
         tf, tfc = _tf.load()
         self.tf, self.tfc = tf, tfc
         self.model = model
-        self.lam = float(lam)
+        self.variable = hasattr(model, "rate")
+        self.lam = None if lam is None else float(lam)
         self.alpha, self.alpha_r = alpha, alpha_r or alpha
         M, N = model.config["M"], model.config["N"]
         lat = lambda c: tf.TensorSpec([1, None, None, c], tf.float32)  # noqa: E731
         scalar = lambda dt=tf.float32: tf.TensorSpec([], dt)  # noqa: E731
         self._sig = [lat(3), lat(M), lat(N), lat(M), lat(N), lat(M), lat(N), scalar(), scalar(),
                      scalar(tf.int32), scalar(tf.int32), tf.TensorSpec([2], tf.int32), lat(M),
-                     lat(N)]
+                     lat(N), scalar(), scalar()]
         self._fns = {}
 
     def _fn(self, exact, centered=False):
@@ -69,34 +71,41 @@ class Refiner:
         s = self._s(t)
         return self.tf.round(s - u) + u - s
 
-    def _centered_noise(self, y, z, nz):
+    def _centered_noise(self, y, z, nz, gain=1.0):
         """Rounding mode: the codec rounds y around its (snapped) predicted mean,
-        y_hat = mean + round(s(y) - mean); the noise that gives it, for the current z."""
+        y_hat = mean + round(s(y) - mean); the noise that gives it, for the current z
+        (``y``: the gained latent of a variable-rate model, its mean times the gain)."""
         tf = self.tf
         z_dec = self._s(z) + nz
         if self.alpha_r is not None:
             z_dec = self.tfc.ops.soft_round_conditional_mean(z_dec, self.alpha_r)
         mean, _ = self.model.hyper_synthesis.mean_log_scale(z_dec)
-        mean = tf.round(mean / MEAN_STEP) * MEAN_STEP  # entropy.snap_mean
+        mean = tf.round(mean / MEAN_STEP) * MEAN_STEP * gain  # entropy.snap_mean
         s = self._s(y)
         return mean + tf.round(s - mean) - s
 
-    def _step_fn(self, x, y, z, my, mz, vy, vz, lr, t, h, w, seed, uy, uz, exact, centered):
-        """One Adam step. Returns the new state and the loss *before* the step."""
+    def _step_fn(self, x, y, z, my, mz, vy, vz, lr, t, h, w, seed, uy, uz, lam, log_gain, exact,
+                 centered):
+        """One Adam step. Returns the new state and the loss *before* the step.
+        ``log_gain``: a variable-rate model codes gain * y (the noise is the gained
+        latent's); 0 for fixed-rate models."""
         tf = self.tf
+        gain = tf.exp(log_gain)
         if exact:
             nz = self._effective_noise(z, uz)
-            ny = self._centered_noise(y, z, nz) if centered else self._effective_noise(y, uy)
+            ny = (self._centered_noise(y * gain, z, nz, gain) if centered
+                  else self._effective_noise(y * gain, uy))
         else:
             ny = tf.random.stateless_uniform(tf.shape(y), seed, -0.5, 0.5)
             nz = tf.random.stateless_uniform(tf.shape(z), seed + [0, 1 << 30], -0.5, 0.5)
         with tf.GradientTape() as tape:
             tape.watch([y, z])
-            x_hat, bits_y, bits_z = self.model.relaxed(y, z, self.alpha, self.alpha_r,
-                                                       noise=(ny, nz))
+            x_hat, bits_y, bits_z = self.model.relaxed(
+                y, z, self.alpha, self.alpha_r, noise=(ny, nz),
+                log_gain=log_gain if self.variable else None)
             err = tf.clip_by_value(x_hat[:, :h, :w], 0.0, 1.0) - x[:, :h, :w]
             mse = tf.reduce_mean(tf.square(err)) * (255.0 ** 2)
-            loss = (bits_y + bits_z) / tf.cast(h * w, tf.float32) + self.lam * mse
+            loss = (bits_y + bits_z) / tf.cast(h * w, tf.float32) + lam * mse
         grads = tape.gradient(loss, [y, z])
         b1, b2, eps = 0.9, 0.999, 1e-8
         out = []
@@ -108,13 +117,19 @@ class Refiner:
         (y, my, vy), (z, mz, vz) = out
         return y, z, my, mz, vy, vz, loss
 
-    def __call__(self, x, y, z, u_y, u_z, steps, seed=0, lr=None, valid=None, progress=None):
+    def __call__(self, x, y, z, u_y, u_z, steps, seed=0, lr=None, valid=None, progress=None,
+                 lam=None, log_gain=0.0):
         """Refine the latents ``y`` (HxWxM) and ``z`` of the padded image ``x`` (HxWx3 in
         [0, 1]; only its top-left ``valid`` = (h, w) part counts in the distortion).
         ``u_y``, ``u_z``: the dither the file will use, or None for rounding; ``seed``:
         int or tuple of ints for the phase-1 noise. Returns (y, z, info) with y, z
-        float64 and info = {"losses", "initial", "best"} (losses of this file)."""
+        float64 and info = {"losses", "initial", "best"} (losses of this file).
+        ``lam``, ``log_gain``: a variable-rate model's lambda and the log of the exact gain
+        of the rate parameter the file will use."""
         tf = self.tf
+        lam = self.lam if lam is None else float(lam)
+        if lam is None:
+            raise ValueError("refinement needs a lambda")
         lr = DEFAULT_LR if lr is None else lr
         h, w = valid or x.shape[:2]
         f32 = lambda a: tf.constant(np.asarray(a, np.float32)[None])  # noqa: E731
@@ -130,7 +145,8 @@ class Refiner:
         def call(fn, i, lr_i):
             return fn(xt, yt, zt, my, mz, vy, vz, tf.constant(lr_i, tf.float32),
                       tf.constant(i + 1, tf.float32), tf.constant(h), tf.constant(w),
-                      tf.constant([s, i]), uy, uz)
+                      tf.constant([s, i]), uy, uz, tf.constant(lam, tf.float32),
+                      tf.constant(log_gain, tf.float32))
 
         exact_fn, noisy_fn = self._fn(True, centered), self._fn(False)
         initial = float(call(exact_fn, 0, 0.0)[-1])

@@ -145,24 +145,35 @@ def run_fraction(step, steps, wall_seconds, minutes=None):
     return min(1.0, frac)
 
 
-def _warm_start(model, init_from, base, picture):
+def _warm_start(model, init_from, base, images):
     """Load the weights of model directory ``init_from`` (card ``base``) into ``model``;
-    a smaller hyperprior is first widened to the model's N and M (uqcodec.widen)."""
+    a smaller hyperprior is first widened to the model's N and M (uqcodec.widen). Parts
+    the base does not have start fresh: a bypass fitted on training crops
+    (``widen.fit_bypass``), a variable-rate gain at 1/2 log(lambda / base lambda)."""
     from .model import SIZE_KEYS, CompressionModel
+    from . import widen as Wd
     weights = os.path.join(init_from, "weights.npz")
+    new_parts = [k for k in ("bypass", "lambda_range") if model.config.get(k) and not base.get(k)]
     grow = [k for k in SIZE_KEYS if k in base and model.config.get(k) != base[k]]
-    if not grow:
-        model.load_weights_npz(weights)
-        return
-    if (model.arch != "hyperprior" or set(grow) - {"N", "M"}
-            or any(model.config[k] < base[k] for k in grow)):
+    if (grow and (model.arch != "hyperprior" or set(grow) - {"N", "M"}
+                  or any(model.config[k] < base[k] for k in grow))):
         raise ValueError(f"--init-from {init_from}: cannot change "
                          + ", ".join(f"{k} {base[k]} -> {model.config.get(k)}" for k in grow)
                          + " (a hyperprior can only grow N and M)")
-    from .widen import widen
-    small = CompressionModel(base)  # a card is a config (as codec.load uses it)
-    small.load_weights_npz(weights)
-    widen(small, model, picture[None, :256, :256].astype("float32") / 255.0)
+    if grow:
+        small = CompressionModel(base)  # a card is a config (as codec.load uses it)
+        small.load_weights_npz(weights)
+        Wd.widen(small, model, images[0][None, :256, :256].astype("float32") / 255.0)
+    else:
+        model.load_weights_npz(weights, fresh=("bypass_analysis/", "bypass_synthesis/", "rate/")
+                               if new_parts else ())
+    if "bypass" in new_parts:
+        Wd.fit_bypass(model, images, int(base["M"]))
+    if "lambda_range" in new_parts:
+        lo, hi = model.config["lambda_range"]
+        ref = float(base.get("lambda") or hi)
+        t = np.linspace(0.0, 1.0, len(model.rate.log_gain.numpy()))
+        model.rate.assign_knots(0.5 * np.log(lo * (hi / lo) ** t / ref))
 
 
 def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
@@ -172,6 +183,10 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
           model_args=None, log_every=100, progress=True, export=True,
           strategy="one", data_split="seed", devices=None):
     """Train ``arch`` ("linear"/"hyperprior") in ``mode`` ("un"/"sr") at ``lmbda``.
+
+    ``lmbda`` (lo, hi): a variable-rate hyperprior; every step draws lambda
+    log-uniformly from the range, and the model codes the latents at its learned
+    gain for that lambda.
 
     ``alpha``/``alpha_r``: (start, end) of s_alpha and r_alpha (r defaults to s),
     ramped over ``alpha_ramp`` of the run; ``low_variance``: expected gradients
@@ -212,7 +227,15 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     tf.random.set_seed(seed)
     if chief:
         os.makedirs(out, exist_ok=True)
+    lambda_range = None
+    if isinstance(lmbda, (tuple, list)):
+        lambda_range = [float(lmbda[0]), float(lmbda[1])]
+        if arch != "hyperprior" or not 0 < lambda_range[0] < lambda_range[1]:
+            raise ValueError("a lambda range LO:HI (0 < LO < HI) needs the hyperprior family")
+        lmbda = None
     config = {"arch": arch, "training": mode, "lambda": lmbda}
+    if lambda_range:
+        config["lambda_range"] = lambda_range
     config.update(model_args or {})
     init_steps = init_wall = 0
     state_path = os.path.join(out, "train.json")
@@ -239,7 +262,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     with strat.scope():
         model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
         if init_from:
-            _warm_start(model, init_from, base, images[0])
+            _warm_start(model, init_from, base, images)
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
         opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
         variables = model.trainable_variables
@@ -264,16 +287,17 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     num_pixels = float(batch * patch * patch)
     share = per_replica / batch  # one replica's share of the global batch
 
-    def replica_step(x, lmbda_now, alpha_now, alpha_r_now, step_now, control):
+    def replica_step(x, lmbda_now, rate_now, alpha_now, alpha_r_now, step_now, control):
         ctx = tf.distribute.get_replica_context()
         rid = ctx.replica_id_in_sync_group
+        rate = rate_now if lambda_range else None
         with tf.GradientTape() as tape:
             q = (alpha_now, alpha_r_now, low_variance) if mode == "sr" else ()
             if data_split == "slice":
                 x_hat, bits_y, bits_z = _forward_global_noise(tf, model, x, q, seed, step_now,
-                                                              batch, rid)
+                                                              batch, rid, rate)
             else:
-                x_hat, bits_y, bits_z = model.forward(x, *q)
+                x_hat, bits_y, bits_z = model.forward(x, *q, rate=rate)
             # sums over this replica's share, divided by the global batch: the summed
             # gradients of the replicas are the gradient of the global batch
             mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0 ** 2
@@ -292,13 +316,13 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                               tf.concat([vals, control * first], 0)), None
 
     @tf.function
-    def train_step(x, lr_now, lmbda_now, alpha_now, alpha_r_now, step_now, control):
+    def train_step(x, lr_now, lmbda_now, rate_now, alpha_now, alpha_r_now, step_now, control):
         opt.learning_rate.assign(lr_now)
         if local_replicas > 1:
             x = strat.experimental_distribute_values_from_function(
                 lambda ctx: x[(ctx.replica_id_in_sync_group % local_replicas) * per_replica:
                               (ctx.replica_id_in_sync_group % local_replicas + 1) * per_replica])
-        vals, ctl = strat.run(replica_step, (x, lmbda_now, alpha_now, alpha_r_now, step_now,
+        vals, ctl = strat.run(replica_step, (x, lmbda_now, rate_now, alpha_now, alpha_r_now, step_now,
                                              control))
         if replicas == 1:
             return vals, ctl
@@ -373,7 +397,10 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     last_ckpt = time.time()
     t_prev = time.time()
     avg = None
-    lmbda_t = tf.constant(lmbda, tf.float32)
+    lmbda_t = tf.constant(lmbda or 0.0, tf.float32)
+    t_rate = 1.0
+    # the same lambdas on every worker (seeded by the run's seed and its step)
+    rate_rng = np.random.default_rng([seed, int(step_var.numpy())])
     try:
         while frac() < 1.0 and not stop["flag"]:
             s = int(step_var.numpy())
@@ -389,7 +416,12 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             control = tf.constant([float(stop["local"]), float(want_ckpt),
                                    state["wall_seconds"] + (t_step - t_prev) if chief else 0.0],
                                   tf.float64)
+            if lambda_range:  # this step's lambda: log-uniform over the range
+                t_rate = float(rate_rng.uniform())
+                lmbda_t = tf.constant(lambda_range[0] * (lambda_range[1] / lambda_range[0])
+                                      ** t_rate, tf.float32)
             vals, ctl = train_step(x, tf.constant(lr_now, tf.float32), lmbda_t,
+                                   tf.constant(t_rate, tf.float32),
                                    tf.constant(a_now, tf.float32),
                                    tf.constant(r_now, tf.float32),
                                    tf.constant(s, tf.int64), control)
@@ -460,10 +492,10 @@ def _dataset(tf, D, images, patch, batch, local_batch, worker, seed, data_split)
     return ds.map(lambda x: tf.cast(x, tf.float32) / 255.0).prefetch(8)
 
 
-def _forward_global_noise(tf, model, x, q, seed, step, batch, replica):
+def _forward_global_noise(tf, model, x, q, seed, step, batch, replica, rate=None):
     """``model.forward`` with the noise of this replica's slice of the global batch,
     drawn from (seed, step): the same noise whatever the number of replicas."""
-    y = model.analysis(x)
+    y = model.analyze(x)
     z = model.hyper_analysis(y) if model.arch == "hyperprior" else None
     n = tf.shape(x)[0]
     noise = []
@@ -475,7 +507,7 @@ def _forward_global_noise(tf, model, x, q, seed, step, batch, replica):
         u = tf.random.stateless_uniform(shape, tf.stack([step, 2 * seed + i]), -0.5, 0.5,
                                         dtype=t.dtype)
         noise.append(u[replica * n:(replica + 1) * n])
-    return model.relaxed(y, z, *q, noise=tuple(noise))
+    return model.relaxed(y, z, *q, noise=tuple(noise), rate=rate)
 
 
 def _check_workers_agree(tf, strat, step, workers, local_replicas):

@@ -25,6 +25,9 @@ def widen_weights(old_w, fresh_w, m_old, m_new, log_scale_min, peaked_channel, r
     """{name: array} of the grown model from the old weights and a fresh init."""
     out = {}
     for name, fresh in fresh_w.items():
+        if name not in old_w:  # a part the old model does not have (bypass, rate): fresh
+            out[name] = fresh
+            continue
         old = old_w[name].astype(np.float32)
         layer = name.rsplit("/", 1)[0]
         if name.startswith("factorized/"):  # (channels, ...) per hyper-latent channel
@@ -92,3 +95,83 @@ def widen(old, new, sample, seed=0):
             k = variables[layer + "/kernel"]
             k.assign(tf.concat([k[..., :width], k[..., width:] * (NEW_STD / max(std, 1e-9))], -1))
     return new
+
+
+BYPASS_GAIN = 16.0  # new latents = BYPASS_GAIN x coefficients of pixels in [0, 1]
+
+
+def fit_bypass(model, images, m_old, seed=0, crops=48, size=256):
+    """Start the linear bypass of a hyperprior grown from ``m_old`` latent channels.
+
+    The old channels keep their nonlinear path (the bypass gives them nothing); the new
+    channels ``m_old..M`` come from the bypass alone: a reduced-rank linear regression,
+    on k x k blocks of training crops, of what the old path's reconstruction (no
+    quantization) misses onto the pixels, of rank ``M - m_old``. The analysis bypass
+    computes its coefficients (times BYPASS_GAIN), the synthesis bypass adds their
+    reconstruction, so the transforms' ceiling rises at once.
+    """
+    from . import _tf
+    from ..constants import BYPASS_IN_SCALE, BYPASS_OUT_SCALE, SCALE_MIN
+    tf, _ = _tf.load()
+    variables = model.named_variables()
+    k = int(model.config["bypass"])
+    M = int(model.config["M"])
+    rank = M - m_old
+    for name in ("analysis/conv3/kernel", "analysis/conv3/bias"):
+        v = variables[name].numpy()
+        v[..., m_old:] = 0.0
+        variables[name].assign(v)
+    for part in ("bypass_analysis", "bypass_synthesis"):
+        for name, v in variables.items():
+            if name.startswith(part + "/"):
+                v.assign(tf.zeros_like(v))
+    if rank <= 0:
+        return
+    rng = np.random.default_rng(seed)
+    X, R = [], []
+    for i in range(crops):
+        im = images[i % len(images)]
+        h, w = im.shape[:2]
+        s = min(size, h, w) // 64 * 64
+        a, b = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        x = im[a:a + s, b:b + s].astype(np.float32)[None] / 255.0
+        rec = model.synthesize(model.analyze(tf.constant(x))).numpy()
+        X.append(_blocks(x[0], k))
+        R.append(_blocks(x[0] - rec[0], k))
+    X, R = np.concatenate(X).astype(np.float64), np.concatenate(R).astype(np.float64)
+    mu = X.mean(0)
+    Xc, Rc = X - mu, R - R.mean(0)
+    cxx = Xc.T @ Xc / len(X)
+    cxx += 1e-3 * np.trace(cxx) / len(cxx) * np.eye(len(cxx))  # ridge: few or smooth crops
+    W = (Rc.T @ Xc / len(X)) @ np.linalg.inv(cxx)           # R ~ W (x - mu)
+    _, U = np.linalg.eigh(W @ cxx @ W.T)
+    U = U[:, ::-1][:, :rank]                                 # best rank-r output subspace
+    A = U.T @ W                                              # (rank, k*k*3)
+    ka = np.zeros((k, k, 3, M), np.float32)
+    ka[..., m_old:] = (BYPASS_GAIN / BYPASS_IN_SCALE * A.T).reshape(k, k, 3, rank)
+    ba = np.zeros(M, np.float32)
+    ba[m_old:] = -BYPASS_GAIN / BYPASS_IN_SCALE * (A @ mu)
+    ks = np.zeros((k, k, 3, M), np.float32)                  # Conv2DTranspose: (k, k, out, in)
+    ks[..., m_old:] = (U / (BYPASS_GAIN * BYPASS_OUT_SCALE)).reshape(k, k, 3, rank)
+    variables["bypass_analysis/bypass/kernel"].assign(ka)
+    variables["bypass_analysis/bypass/bias"].assign(ba)
+    variables["bypass_synthesis/bypass/kernel"].assign(ks)
+    # and the mean of what the old path misses, per colour channel (the bias of a
+    # transposed convolution is per output channel)
+    variables["bypass_synthesis/bypass/bias"].assign(
+        (R.mean(0).reshape(k, k, 3).mean((0, 1)) / BYPASS_OUT_SCALE).astype(np.float32))
+    # The new latents' predicted scale starts at their spread on the crops (not at the
+    # smallest scale, which would make them cost many bits until the bias has moved:
+    # Adam moves a bias by about the learning rate per step).
+    std = BYPASS_GAIN * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", A, cxx, A), 1e-12))
+    bias = variables["hyper_synthesis/conv2/bias"]
+    b = bias.numpy()
+    b[M + m_old:] = np.log(np.maximum(std, SCALE_MIN))
+    bias.assign(b)
+
+
+def _blocks(x, k):
+    """(H, W, 3) -> (H/k * W/k, k*k*3) blocks in (row, column, channel) order."""
+    h, w = x.shape[0] // k * k, x.shape[1] // k * k
+    return (x[:h, :w].reshape(h // k, k, w // k, k, 3).transpose(0, 2, 1, 3, 4)
+            .reshape(-1, k * k * 3))

@@ -1,0 +1,198 @@
+"""Variable-rate hyperprior: one model, any rate in its range (the header's rate parameter).
+
+Training (a tiny model, a few steps, lambda drawn from a range; a warm start that grows
+the latents and fits the linear bypass), the exact rate path (gain and scale table on
+the log grid), ``--quality``, ``--target-bpp``/``--target-psnr`` and the CLI around them.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import uqcodec
+from conftest import DATA, load, run_cli
+from test_cli import one_line_error
+from uqcodec import codec, container, entropy, exactmath, zoo
+from uqcodec.constants import LOG_SCALE_STEP, RATE_DIV
+
+TINY = {"N": 16, "M": 24}
+
+
+def shipped_variable():
+    cards = zoo.variable_models("hyperprior")
+    if not cards:
+        pytest.skip("no shipped variable-rate model")
+    cards.sort(key=lambda c: (c.get("training") != "sr", c["name"]))
+    return cards[0]["path"]
+
+
+def test_rate_gain_and_scales_are_the_log_grid_shifted():
+    assert entropy.rate_gain(0) == 1.0
+    np.testing.assert_array_equal(entropy.rate_scales(0), entropy.SCALES)
+    for r in (-170, -3, 1, 4, 57):
+        g = entropy.rate_gain(r)
+        assert abs(g / np.exp(LOG_SCALE_STEP * r / RATE_DIV) - 1) < 1e-14
+        # the table at rate r is SCALES times the gain, and r = 4 is one index step
+        np.testing.assert_allclose(entropy.rate_scales(r), entropy.SCALES * g, rtol=1e-13)
+    np.testing.assert_array_equal(entropy.rate_scales(4)[:-1], exactmath.exp(
+        -2.2072749131897207 + LOG_SCALE_STEP * (np.arange(1, 128) + 0.0)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny variable-rate model with a bypass: trained from scratch, resumed, exported."""
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
+    tmp = tmp_path_factory.mktemp("variable")
+    run = str(tmp / "run")
+    kw = dict(data=DATA, patch=64, batch=2, lr=1e-3, warmup=2, progress=False, bf16=False,
+              model_args=dict(TINY, bypass=16), export=False, log_every=1000)
+    train.train("hyperprior", "sr", (0.001, 0.1), run, steps=2, **kw)
+    train.train("hyperprior", "sr", (0.001, 0.1), run, steps=4, resume=True, **kw)
+    with open(os.path.join(run, "train.json")) as f:
+        state = json.load(f)
+    assert state["steps"] == 4 and state["lambda_range"] == [0.001, 0.1]
+    out = str(tmp / "tiny-vr")
+    card = export_model(run, out, measure=False)
+    assert card["lambda_range"] == [0.001, 0.1] and card["bypass"] == 16
+    return out
+
+
+def test_tiny_model_codes_every_quality_exactly(tiny):
+    x = load("kodim15_odd.png")
+    c = codec.load(tiny)
+    assert c.variable
+    rates = []
+    for q in (0, 3.3, 10):
+        data, info = uqcodec.compress_with_info(x, model=tiny, seed=4, quality=q,
+                                                reconstruct=True)
+        header = container.parse_header(data)[0]
+        assert header.rate == info["rate"] == codec.RateSet([c]).pick(q)[1]
+        rates.append(header.rate)
+        np.testing.assert_array_equal(uqcodec.decompress(data, model=tiny),
+                                      info["reconstruction"])
+        assert 8 * len(data) <= 1.01 * info["rate_bits"] + 8 * 100 + 96
+    assert rates == sorted(rates) and rates[0] < rates[-1]
+
+
+def test_fitted_bypass_feeds_the_new_latents_and_lowers_the_error():
+    """Growing M with a bypass (``widen.fit_bypass``): the old latents are unchanged, the
+    new ones come from the linear path fitted to what the old reconstruction misses, and
+    the transforms (no quantization) reconstruct the fitted pictures better than before."""
+    from uqcodec.training import widen
+    from uqcodec.training.model import CompressionModel
+    small = CompressionModel({"arch": "hyperprior", **TINY})
+    # an old path that reconstructs nothing (constant output): what it misses is linear
+    # in the picture, so the fit must catch a large part of it
+    for name in ("analysis/conv3/kernel", "analysis/conv3/bias"):
+        v = small.named_variables()[name]
+        v.assign(np.zeros(v.shape, np.float32))
+    big = CompressionModel({"arch": "hyperprior", "N": 16, "M": 40, "bypass": 16})
+    img = np.tile(load("kodim19_crop.png"), (6, 4, 1))  # 576 x 640
+    x = img[None, :256, :256].astype(np.float32) / 255.0
+    widen.widen(small, big, x)
+    widen.fit_bypass(big, [img], TINY["M"], crops=16)
+    y_small, y_big = small.analyze(x).numpy(), big.analyze(x).numpy()
+    np.testing.assert_allclose(y_big[..., :TINY["M"]], y_small, rtol=1e-5, atol=1e-5)
+    assert np.abs(y_big[..., TINY["M"]:]).max() > 0
+
+    def mse(m):
+        return float(np.mean((m.synthesize(m.analyze(x)).numpy() - x) ** 2))
+    before, after = mse(small), mse(big)
+    assert after < 0.5 * before, (before, after)
+    # the new latents' predicted scales start at their spread, not at the smallest scale
+    b = big.named_variables()["hyper_synthesis/conv2/bias"].numpy()
+    assert np.all(b[40 + TINY["M"]:] > -2.2)
+
+
+def test_quality_is_monotone_and_targets_are_met():
+    m = shipped_variable()
+    x = load("kodim05_crop.png")
+    sizes = [len(uqcodec.compress(x, model=m, seed=1, quality=q)) for q in (1, 5, 9)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    # without a model, a target uses the shipped variable-rate models (all of them, one
+    # set); targets between what qualities 2 and 3 give on this crop
+    from uqcodec.metrics import psnr
+    n = x.shape[0] * x.shape[1]
+    pts = []
+    for q in (2, 3):
+        data = uqcodec.compress(x, seed=1, model=",".join(c["name"] for c in zoo.variable_set()),
+                                quality=q)
+        pts.append((8 * len(data) / n, psnr(uqcodec.decompress(data, rgb=True), x)))
+    want = np.sqrt(pts[0][0] * pts[1][0])
+    data, info = uqcodec.compress_with_info(x, seed=1, target_bpp=want)
+    bpp = 8 * len(data) / n
+    assert info["target"]["reached"] and abs(bpp / want - 1) <= 0.02, (bpp, want)
+    want = (pts[0][1] + pts[1][1]) / 2
+    data, info = uqcodec.compress_with_info(x, seed=1, target_psnr=want)
+    got = psnr(uqcodec.decompress(data, rgb=True), x)
+    assert info["target"]["reached"] and abs(got - want) <= 0.1, (got, want)
+
+
+def test_unreachable_target_says_so_and_codes_the_nearest(tmp_path):
+    m = shipped_variable()
+    src = os.path.join(DATA, "kodim05_crop.png")
+    out = tmp_path / "a.uq"
+    r = run_cli("compress", src, "--target-bpp", "40", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "out of reach" in r.stderr and out.exists()
+    h = container.parse_header(out.read_bytes())[0]
+    top = codec.RateSet([codec.load(c["path"]) for c in zoo.variable_set()]).options()[-1]
+    assert (h.model, h.rate) == (top[0].name, top[1])
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    src = os.path.join(DATA, "kodim05_crop.png")
+    m = shipped_variable()
+    for args in (["--model", m, "-q", "11"], ["--model", m, "-q", "3", "--target-bpp", "1"],
+                 ["--model", m, "--target-bpp", "-1"],
+                 ["--model", zoo.list_models()[0]["name"], "--target-bpp", "0.5"]):
+        if args[1] == zoo.list_models()[0]["name"] and zoo.list_models()[0].get("lambda_range"):
+            continue
+        r = run_cli("compress", src, *args, "-o", str(tmp_path / "x.uq"))
+        one_line_error(r)
+        assert not (tmp_path / "x.uq").exists()
+
+
+def test_models_lists_the_range():
+    shipped_variable()
+    r = run_cli("models")
+    assert r.returncode == 0
+    lines = {l.split()[0].lstrip("*"): l.split() for l in r.stdout.splitlines()[1:] if l.strip()}
+    for c in zoo.variable_models():
+        row = lines[c["name"]]
+        assert row[3] == "{:g}-{:g}".format(*c["lambda_range"])
+        q0, q1 = (float(v) for v in row[-1].split("-"))
+        assert 0 <= q0 < q1 <= 10
+
+
+def test_refinement_of_a_variable_rate_model(tiny):
+    """--refine optimizes the latents for the lambda of the quality, coded at the exact
+    gain of its rate parameter: the file decodes to the encoder's reconstruction and
+    costs no more rate + lambda * MSE than the unrefined one."""
+    x = load("kodim05_crop.png")
+    s = codec.RateSet([codec.load(tiny)])
+    lam = s.lambda_of(7)
+    losses = []
+    for steps in (0, 6):
+        data, info = uqcodec.compress_with_info(x, model=tiny, seed=2, quality=7, refine=steps,
+                                                reconstruct=True)
+        np.testing.assert_array_equal(uqcodec.decompress(data, model=tiny),
+                                      info["reconstruction"])
+        assert container.parse_header(data)[0].rate == s.pick(7)[1]
+        mse = np.mean((info["reconstruction"].astype(float) - x) ** 2)
+        losses.append(info["rate_bits"] / (x.shape[0] * x.shape[1]) + lam * mse)
+    assert losses[1] <= losses[0] * 1.001, losses
+
+
+def test_the_codec_reads_the_gains_that_training_learned(tiny):
+    from uqcodec.training.model import CompressionModel
+    card = zoo.read_card(tiny)
+    model = CompressionModel(card)
+    model.load_weights_npz(os.path.join(tiny, "weights.npz"))
+    c = codec.load(tiny)
+    np.testing.assert_allclose(c.family.rate_knots, model.rate.knots.numpy(), rtol=1e-6)
+    for t in (0.0, 0.3, 1.0):
+        assert c.family.rate_at(t) == int(np.rint(float(model.rate(t)) * RATE_DIV
+                                                   / LOG_SCALE_STEP))
