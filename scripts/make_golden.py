@@ -12,7 +12,9 @@ Per version-3 file golden.json holds the sha256 of the decoder's exact latents
 (the same bits on every machine) and of the decoded pixels on the machine that
 wrote it, and ``NAME.png`` the pixels (other machines: within 1 level).
 Files: {model}_{quantizer}_v{version}.uq for both quantizers, plus a file
-with several tiles per model. The source is a 48x32 crop of tests/data/kodim05_crop.png
+with several tiles per model. A variable-rate model gets a file at the lowest rate parameter of its
+range (uq) and one at the highest (round) instead. Only the entries of the models
+written are replaced. The source is a 48x32 crop of tests/data/kodim05_crop.png
 (a 160x96 crop for the tiled files, tile 64 -> 3x2 tiles). The models are read
 from tests/data/golden/models (frozen copies; copy a model there to use it).
 """
@@ -58,14 +60,20 @@ def main():
     small = full[32:64, 56:104]
     os.makedirs(GOLDEN, exist_ok=True)
     with open(os.path.join(GOLDEN, "golden.json")) as f:
-        table = {k: v for k, v in json.load(f).items() if v["version"] < container.VERSION}
+        names = args.models.split(",")
+        table = {k: v for k, v in json.load(f).items()
+                 if v["version"] < container.VERSION or v["model"] not in names}
     v = container.VERSION
-    for name in args.models.split(","):
+    for name in names:
         c = codec.load(zoo.resolve(name))
-        jobs = [(q, small, container.DEFAULT_TILE, "") for q in ("uq", "round")]
-        jobs.append(("uq", full, 64, "_tiled"))
-        for q, img, tile, suffix in jobs:
-            data, info = c.encode(img, SEED, q, "RGB", reconstruct=True, tile=tile)
+        jobs = [(q, small, container.DEFAULT_TILE, "", 0) for q in ("uq", "round")]
+        jobs.append(("uq", full, 64, "_tiled", 0))
+        if c.variable:  # the lowest and the highest rate parameter of its range
+            opts = codec.RateSet([c]).options()
+            jobs = [(q, small, container.DEFAULT_TILE, f"_r{r}", r)
+                    for q, r in (("uq", opts[0][1]), ("round", opts[-1][1]))]
+        for q, img, tile, suffix, rate in jobs:
+            data, info = c.encode(img, SEED, q, "RGB", reconstruct=True, tile=tile, rate=rate)
             out = uqcodec.decompress(data)
             assert np.array_equal(out, info["reconstruction"])
             fname = f"{name}_{q}_v{v}{suffix}.uq"
@@ -73,7 +81,7 @@ def main():
                 f.write(data)
             Image.fromarray(out).save(os.path.join(GOLDEN, fname[:-3] + ".png"))
             table[fname] = {"model": name, "fingerprint": c.fingerprint, "quantizer": q,
-                            "version": v, "tile": tile, "seed": SEED,
+                            "version": v, "tile": tile, "seed": SEED, "rate": rate,
                             "shape": list(out.shape), "sha256": sha(out), "bytes": len(data),
                             "latents_sha256": latents_sha(c, data),
                             "psnr": round(uqcodec.evaluate.psnr(img, out), 3)}

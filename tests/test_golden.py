@@ -51,6 +51,9 @@ def test_golden_set_is_complete():
             for version in (1, 2, container.VERSION):
                 assert (arch, q, version) in kinds
     assert any(v["tile"] and v["shape"][0] > v["tile"] for v in TABLE.values())  # several tiles
+    # variable rate: files with a negative and a positive rate parameter
+    rates = {v.get("rate", 0) for v in TABLE.values()}
+    assert min(rates) < 0 < max(rates)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
