@@ -140,6 +140,8 @@ def test_unreachable_target_says_so_and_codes_the_nearest(tmp_path):
     h = container.parse_header(out.read_bytes())[0]
     top = codec.RateSet([codec.load(c["path"]) for c in zoo.variable_set()]).options()[-1]
     assert (h.model, h.rate) == (top[0].name, top[1])
+    r = run_cli("info", str(out))
+    assert f"rate            {h.rate}" in r.stdout.splitlines()
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -196,3 +198,26 @@ def test_the_codec_reads_the_gains_that_training_learned(tiny):
     for t in (0.0, 0.3, 1.0):
         assert c.family.rate_at(t) == int(np.rint(float(model.rate(t)) * RATE_DIV
                                                    / LOG_SCALE_STEP))
+
+
+def test_a_rate_set_splits_its_range_between_models(tiny, tmp_path):
+    """Two variable-rate models as one codec: quality 0 goes to the low one, 10 to the
+    high one, the switch is at the geometric mean of the overlap, and the options run
+    from the lowest rate of one to the highest of the other."""
+    import shutil
+    lo_dir, hi_dir = tmp_path / "lo", tmp_path / "hi"
+    for d, rng in ((lo_dir, [0.0001, 0.002]), (hi_dir, [0.001, 0.1])):
+        shutil.copytree(tiny, d)
+        card = json.loads((d / "model.json").read_text())
+        card.update(lambda_range=rng, name=d.name)
+        (d / "model.json").write_text(json.dumps(card))
+    s = codec.RateSet([codec.load(str(hi_dir)), codec.load(str(lo_dir))])
+    assert [c.name for c in s.codecs] == ["lo", "hi"]
+    assert s.pick(0)[0].name == "lo" and s.pick(10)[0].name == "hi"
+    switch = np.sqrt(0.002 * 0.001)
+    q_switch = 10 * np.log(switch / 0.0001) / np.log(0.1 / 0.0001)
+    assert s.pick(q_switch - 0.01)[0].name == "lo" and s.pick(q_switch + 0.01)[0].name == "hi"
+    opts = s.options()
+    assert opts[0] == (s.codecs[0], s.pick(0)[1]) and opts[-1] == (s.codecs[1], s.pick(10)[1])
+    with pytest.raises(uqcodec.CodecError):
+        s.pick(10.5)

@@ -229,8 +229,9 @@ def info(file, as_json):
         click.echo(json.dumps(d, indent=2))
         return
     for k in ("version", "model", "fingerprint", "quantizer", "width", "height", "tile", "mode",
-              "seed", "stream_lengths", "file_bytes", "bpp"):
-        click.echo(f"{k:15s} {d[k]}")
+              "seed", "rate", "stream_lengths", "file_bytes", "bpp"):
+        if k != "rate" or header.version >= 3:  # the rate parameter: version 3
+            click.echo(f"{k:15s} {d[k]}")
 
 
 @main.command()

@@ -28,13 +28,15 @@ import numpy as np
 from . import container, entropy, quantization as Q, zoo
 from .errors import CodecError
 from .hyperprior import Hyperprior
+from .linear import Linear
 
 # --quality of a variable-rate model: QUALITY_MIN (its lowest lambda) to QUALITY_MAX (its
 # highest), log-spaced in lambda; any value in between.
 QUALITY_MIN, QUALITY_MAX, DEFAULT_QUALITY = 0.0, 10.0, 5.0
 TARGET_BPP_TOLERANCE = 0.02  # --target-bpp: within 2 % of the size asked for
 TARGET_PSNR_TOLERANCE = 0.1  # --target-psnr: within 0.1 dB
-from .linear import Linear
+TARGET_EXTEND = 32  # a target search may take a lower model 32 rate steps (gain x1.63) past
+#                     its top, into the gap before the next model's range
 
 FAMILIES = {"hyperprior": Hyperprior, "linear": Linear}
 
@@ -338,10 +340,14 @@ class RateSet:
                       bpp=None, psnr=None):
         """Encode at the (model, rate parameter) whose real file comes nearest a size
         (``bpp``, within TARGET_BPP_TOLERANCE) or a PSNR (``psnr``, within
-        TARGET_PSNR_TOLERANCE dB), by bisection over ``options()`` (file size and PSNR
-        grow along them; each model's latents are computed once). Returns (bytes, info);
-        info["target"] says what was asked, what was reached and whether it is within
-        the tolerance."""
+        TARGET_PSNR_TOLERANCE dB). Each model's whole trained range is tried at its two
+        ends (a model below another one up to TARGET_EXTEND rate steps past its top, so
+        that more targets between two models' ranges are met); the first model (from low
+        to high rates) whose ends enclose the target is searched by bisection (file size
+        and PSNR grow with the rate parameter; the latents are computed once per model);
+        if none does, the nearest end wins.
+        Returns (bytes, info); info["target"] says what was asked, what was reached,
+        whether it is within the tolerance and how many real encodes it took."""
         from .metrics import psnr as psnr_of
         if (bpp is None) == (psnr is None):
             raise CodecError("give one target: bpp or psnr")
@@ -349,12 +355,11 @@ class RateSet:
         if not (math.isfinite(target) and target > 0):
             raise CodecError("the target must be a positive number")
         h, w = rgb.shape[:2]
-        opts = self.options()
-        latents, tried = {}, {}
+        tried, latents = {}, {}
+        by_name = {c.name: c for c in self.codecs}
 
-        def value(i):
-            if i not in tried:
-                c, r = opts[i]
+        def value(c, r):
+            if (c.name, r) not in tried:
                 if c.name not in latents:
                     latents[c.name] = c.tile_latents(rgb, tile)
                 data, info = c.encode(rgb, seed, quantizer, mode, psnr is not None, tile,
@@ -362,23 +367,31 @@ class RateSet:
                 v = (8.0 * len(data) / (h * w) if bpp is not None
                      else psnr_of(rgb, info.pop("reconstruction")))
                 info["model"] = c.name
-                tried[i] = (v, data, info)
-            return tried[i][0]
+                tried[c.name, r] = (v, data, info)
+            return tried[c.name, r][0]
 
-        lo, hi = 0, len(opts) - 1
-        if value(hi) <= target:
-            best = hi
-        elif value(lo) >= target:
-            best = lo
-        else:  # value(lo) < target < value(hi)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if value(mid) < target:
-                    lo = mid
-                else:
-                    hi = mid
-            best = min((lo, hi), key=lambda i: abs(value(i) - target))
-        v, data, info = tried[best]
+        def miss(c, r):  # how far a file is from the target (relative for sizes)
+            v = value(c, r)
+            return abs(v / target - 1) if bpp is not None else abs(v - target)
+
+        best = None
+        for i, c in enumerate(self.codecs):
+            lo, hi = c.rate_at_lambda(c.card["lambda_range"][0]), \
+                c.rate_at_lambda(c.card["lambda_range"][1])
+            if i < len(self.codecs) - 1:  # a lower model may go a little past its range
+                hi += TARGET_EXTEND
+            if value(c, lo) <= target <= value(c, hi):
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if value(c, mid) < target:
+                        lo = mid
+                    else:
+                        hi = mid
+                best = min(((c, lo), (c, hi)), key=lambda k: miss(*k))
+                break
+        if best is None:  # out of every model's reach: the nearest end
+            best = min(((by_name[n], r) for n, r in tried), key=lambda k: miss(*k))
+        v, data, info = tried[best[0].name, best[1]]
         reached = (abs(v - target) <= TARGET_BPP_TOLERANCE * target if bpp is not None
                    else abs(v - target) <= TARGET_PSNR_TOLERANCE)
         info["target"] = {"kind": "bpp" if bpp is not None else "dB", "wanted": target,
