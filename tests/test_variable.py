@@ -221,3 +221,11 @@ def test_a_rate_set_splits_its_range_between_models(tiny, tmp_path):
     assert opts[0] == (s.codecs[0], s.pick(0)[1]) and opts[-1] == (s.codecs[1], s.pick(10)[1])
     with pytest.raises(uqcodec.CodecError):
         s.pick(10.5)
+
+
+def test_train_rejects_a_bad_lambda_range_in_one_line(tmp_path):
+    for args in (["--model", "linear", "--lambda", "0.01:0.1"], ["--lambda", "0.1:0.01"],
+                 ["--lambda", "abc"], ["--lambda", "0.1:0.2:0.3"]):
+        r = run_cli("train", *args, "--out", str(tmp_path / "m"), "--data", DATA)
+        one_line_error(r)
+        assert not (tmp_path / "m").exists()

@@ -42,3 +42,22 @@ def test_default_is_the_middle_and_quality_counts_up(models):
         zoo.resolve(quality=5)
     with pytest.raises(CodecError, match="unknown model"):
         zoo.resolve("hp-sr-0.3")
+
+
+def test_variable_rate_models_stay_out_of_the_ladder(models):
+    for name, training, rng in (("hpv-sr", "sr", [0.0004, 0.01]), ("hpv-un", "un", [0.0004, 0.01]),
+                                ("hpv-sr-hi", "sr", [0.008, 0.25])):
+        os.makedirs(models / name)
+        (models / name / "model.json").write_text(json.dumps(
+            {"name": name, "arch": "hyperprior", "training": training, "lambda": None,
+             "lambda_range": rng}))
+    assert names(zoo.ladder()) == ["hp-sr-0.001", "hp-sr-0.01", "hp-un-0.03", "hp-sr-0.1"]
+    assert os.path.basename(zoo.resolve()) == "hp-sr-0.01"
+    assert sorted(names(zoo.variable_set())) == ["hpv-sr", "hpv-sr-hi"]  # sr preferred
+    assert zoo.default_variable() == []  # a fixed-rate ladder ships: it stays the default
+    for d in models.iterdir():
+        if not d.name.startswith("hpv"):
+            for f in d.iterdir():
+                f.unlink()
+            d.rmdir()
+    assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]

@@ -58,7 +58,7 @@ def gradient_bias(model, x, lmbda, alpha, draws=64, seed=0, rate=None):
     (m_p, v_p), (m_l, v_l) = stats["plain"], stats["low_variance"]
     ref = float(m_p @ m_p)
     diff = m_l - m_p
-    return {"draws": draws,
+    return {"draws": draws, "alpha": float(alpha),
             "rel_bias": float(np.sqrt(diff @ diff / ref)),
             "cosine": float(m_l @ m_p / np.sqrt(ref * float(m_l @ m_l))),
             "noise": float(np.sqrt((v_p + v_l) / draws / ref)),
@@ -67,11 +67,11 @@ def gradient_bias(model, x, lmbda, alpha, draws=64, seed=0, rate=None):
 
 def table(rows):
     """Markdown table of ``[(label, steps, stats)]``."""
-    out = ["| model | steps | draws | rel. bias of E[g_lv] | cosine | MC noise floor | "
+    out = ["| model | steps | alpha | draws | rel. bias of E[g_lv] | cosine | MC noise floor | "
            "variance per draw: plain | low-variance |",
-           "|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|"]
     for label, steps, s in rows:
-        out.append(f"| {label} | {steps} | {s['draws']} | {s['rel_bias']:.3f} | "
+        out.append(f"| {label} | {steps} | {s['alpha']:.2f} | {s['draws']} | {s['rel_bias']:.3f} | "
                    f"{s['cosine']:.4f} | {s['noise']:.3f} | {s['var_plain']:.2f} | "
                    f"{s['var_low_variance']:.2f} |")
     return "\n".join(out) + "\n"
