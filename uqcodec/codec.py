@@ -35,8 +35,8 @@ from .linear import Linear
 QUALITY_MIN, QUALITY_MAX, DEFAULT_QUALITY = 0.0, 10.0, 5.0
 TARGET_BPP_TOLERANCE = 0.02  # --target-bpp: within 2 % of the size asked for
 TARGET_PSNR_TOLERANCE = 0.1  # --target-psnr: within 0.1 dB
-TARGET_EXTEND = 32  # a target search may take a lower model 32 rate steps (gain x1.63) past
-#                     its top, into the gap before the next model's range
+TARGET_EXTEND = 32  # a target search may take a model 32 rate steps (gain x1.63) past its
+#                     trained top: into the gap before the next model's range, or beyond
 
 FAMILIES = {"hyperprior": Hyperprior, "linear": Linear}
 
@@ -341,8 +341,8 @@ class RateSet:
         """Encode at the (model, rate parameter) whose real file comes nearest a size
         (``bpp``, within TARGET_BPP_TOLERANCE) or a PSNR (``psnr``, within
         TARGET_PSNR_TOLERANCE dB). Each model's whole trained range is tried at its two
-        ends (a model below another one up to TARGET_EXTEND rate steps past its top, so
-        that more targets between two models' ranges are met); the first model (from low
+        ends (and up to TARGET_EXTEND rate steps past its top, so that more targets between
+        two models' ranges or above the top are met); the first model (from low
         to high rates) whose ends enclose the target is searched by bisection (file size
         and PSNR grow with the rate parameter; the latents are computed once per model);
         if none does, the nearest end wins.
@@ -375,11 +375,10 @@ class RateSet:
             return abs(v / target - 1) if bpp is not None else abs(v - target)
 
         best = None
-        for i, c in enumerate(self.codecs):
+        for c in self.codecs:
             lo, hi = c.rate_at_lambda(c.card["lambda_range"][0]), \
                 c.rate_at_lambda(c.card["lambda_range"][1])
-            if i < len(self.codecs) - 1:  # a lower model may go a little past its range
-                hi += TARGET_EXTEND
+            hi += TARGET_EXTEND  # a little past the trained range, into gaps and beyond
             if value(c, lo) <= target <= value(c, hi):
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
