@@ -14,6 +14,13 @@ def _model_dir(model=None, quality=None):
     return zoo.resolve(model, quality)
 
 
+def _as_set(model):
+    """"LOW,HIGH" (names of variable-rate models that form one rate set) -> a list."""
+    if isinstance(model, str) and "," in model:
+        return [m.strip() for m in model.split(",") if m.strip()]
+    return model
+
+
 def _choose(model, quality, target=False):
     """A model directory (fixed rate) or a ``codec.RateSet`` (variable rate). Without a
     model: the default family's variable-rate models when it ships no fixed-rate ladder
@@ -21,8 +28,7 @@ def _choose(model, quality, target=False):
     1..N picks one model). ``model`` may also be a list of variable-rate models, or
     their names separated by commas (one rate set)."""
     from . import codec, zoo
-    if isinstance(model, str) and "," in model:
-        model = [m.strip() for m in model.split(",") if m.strip()]
+    model = _as_set(model)
     if model is None:
         cards = zoo.variable_set() if target else zoo.default_variable()
         if cards:
@@ -132,8 +138,7 @@ def decompress(data, model=None, rgb=False):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError("decompress expects bytes")
     header, streams = container.unpack(bytes(data))
-    if isinstance(model, str) and "," in model:
-        model = [m.strip() for m in model.split(",") if m.strip()]
+    model = _as_set(model)
     if isinstance(model, (list, tuple)):  # a rate set: the model the file names
         paths = [zoo.resolve(m) for m in model]
         names = {zoo.read_card(p)["name"]: p for p in paths}

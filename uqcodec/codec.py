@@ -141,14 +141,6 @@ class Codec:
         """True for a variable-rate model (one model, every rate in its lambda range)."""
         return bool(getattr(self.family, "variable", False))
 
-    def lambda_at_rate(self, rate):
-        """The lambda whose learned gain is nearest the gain of ``rate`` (for refinement)."""
-        lo, hi = self.card["lambda_range"]
-        ts = np.linspace(0.0, 1.0, 1001)
-        rates = np.array([self.family.rate_at(t) for t in ts])
-        t = ts[int(np.argmin(np.abs(rates - rate)))]
-        return lo * (hi / lo) ** t
-
     def rate_at_lambda(self, lmbda):
         """The rate parameter (an integer) of lambda ``lmbda`` in this model's range."""
         lo, hi = self.card["lambda_range"]
@@ -168,19 +160,20 @@ class Codec:
         ``progress(n)`` is called after each of them. Tiles of ``tile`` x ``tile``
         pixels (row-major) are coded independently, each with its own dither
         ``Dither(seed, index)`` and streams, so memory is bounded by the tile size.
-        ``rate``: the rate parameter of a variable-rate model (default: quality
-        DEFAULT_QUALITY); ``latents``: the tiles' latents from ``tile_latents`` (a search
-        over rates analyzes once); ``lmbda``: the lambda that refinement of a variable-rate
-        model optimizes for (default: the one of ``rate``)."""
+        ``rate``, ``lmbda``: the rate parameter of a variable-rate model and the lambda
+        that refinement optimizes for (default: the middle of the model's lambda range,
+        and its rate parameter); ``latents``: the tiles' latents from ``tile_latents`` (a
+        search over rates analyzes once)."""
         h, w = rgb.shape[:2]
-        if rate is None:  # a variable-rate model: the middle of its lambda range
-            lmbda = lmbda or math.sqrt(math.prod(self.card["lambda_range"])) \
-                if self.variable else None
-            rate = self.rate_at_lambda(lmbda) if self.variable else 0
-        elif rate and not self.variable:
+        if self.variable:
+            if lmbda is None:  # the middle of its lambda range
+                lmbda = math.sqrt(math.prod(self.card["lambda_range"]))
+            if rate is None:
+                rate = self.rate_at_lambda(lmbda)
+        elif rate:
             raise CodecError(f"model {self.name} has a fixed rate")
-        if refine and self.variable and lmbda is None:
-            lmbda = self.lambda_at_rate(rate)
+        else:
+            rate = 0
         if refine:
             self.refiner  # noqa: B018  (a linear model fails here, before any work)
         container.check_tile(tile)
@@ -280,6 +273,11 @@ def set_edges(ranges):
             + [max(r[1] for r in ranges)])
 
 
+def quality_lambda(quality, lo, hi):
+    """The lambda of a quality (QUALITY_MIN..QUALITY_MAX, log-spaced) in the range lo..hi."""
+    return lo * (hi / lo) ** ((quality - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN))
+
+
 def set_quality(lmbda, edges):
     """The quality of lambda ``lmbda`` in a rate set with these edges."""
     lo, hi = edges[0], edges[-1]
@@ -311,7 +309,7 @@ class RateSet:
         q = float(quality)
         if not QUALITY_MIN <= q <= QUALITY_MAX:
             raise CodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}")
-        return self.lo * (self.hi / self.lo) ** ((q - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN))
+        return quality_lambda(q, self.lo, self.hi)
 
     def pick(self, quality):
         """(codec, rate parameter) of a quality."""

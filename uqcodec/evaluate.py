@@ -54,12 +54,6 @@ def curve_name(arch, training, quantizer, refine=0, variable=False):
                                                                else "")
 
 
-def quality_lambda(card, quality):
-    """The lambda that a variable-rate model's quality stands for."""
-    lo, hi = card["lambda_range"]
-    return lo * (hi / lo) ** (quality / 10.0)
-
-
 def select_models(spec):
     """'all' | 'none' | 'NAME,NAME|DIR,...' -> model cards."""
     spec = (spec or "all").strip()
@@ -97,13 +91,14 @@ def plan(cards, paper=False, refine=0):
 def _set_card(cards):
     """One card for variable-rate models that form a rate set (``codec.RateSet``): its
     ``path`` is the tuple of their directories, which ``api.compress`` takes as a set."""
+    from .codec import set_edges
     cards = sorted(cards, key=lambda c: c["lambda_range"][0])
     if len(cards) == 1:
         return cards[0]
+    edges = set_edges([c["lambda_range"] for c in cards])
     return {"name": "+".join(c["name"] for c in cards), "path": tuple(c["path"] for c in cards),
             "arch": cards[0].get("arch"), "training": cards[0].get("training"),
-            "lambda_range": [cards[0]["lambda_range"][0],
-                             max(c["lambda_range"][1] for c in cards)],
+            "lambda_range": [edges[0], edges[-1]],
             "steps": max(c.get("steps") or 0 for c in cards)}
 
 
@@ -142,11 +137,12 @@ def _warm_up(path, quantizer, refine=0):
 
 
 def evaluate(files, settings, classics, seed=1, progress=True):
-    """Rows (dicts) of per-image results. ``settings``: (card, quantizer, refine);
+    """Rows (dicts) of per-image results. ``settings``: (card, quantizer, refine, quality);
     ``classics``: baselines.Classic objects. Image i uses dither seed ``seed + i``."""
     from tqdm import tqdm
 
     from . import api
+    from .codec import quality_lambda
     total = len(files) * (len(settings) + sum(len(c.qualities) for c in classics))
     bar = tqdm(total=total, unit="code", disable=not progress, dynamic_ncols=True)
     rows = []
@@ -174,7 +170,8 @@ def evaluate(files, settings, classics, seed=1, progress=True):
                                   "quantizer": quantizer, "refine": refine,
                                   "quality": "" if quality is None else quality,
                                   "lambda": (card.get("lambda") if quality is None
-                                             else quality_lambda(card, quality)),
+                                             else quality_lambda(
+                                                 quality, *card["lambda_range"])),
                                   "steps": card.get("steps")}))
                 bar.update()
             for c in classics:
@@ -244,6 +241,7 @@ def gradient_bias_md(cards, files, warn=print, draws=GRAD_DRAWS):
     try:
         from .training import gradbias
         from .training.model import CompressionModel
+        from .codec import DEFAULT_QUALITY, quality_lambda
     except CodecError as e:
         warn(f"no gradient-bias table: {e}")
         return f"Not measured: {e}"
@@ -264,7 +262,7 @@ def gradient_bias_md(cards, files, warn=print, draws=GRAD_DRAWS):
         model.load_weights_npz(os.path.join(c["path"], "weights.npz"))
         rate, lmbda = None, c.get("lambda")
         if c.get("lambda_range"):
-            rate, lmbda = 0.5, quality_lambda(c, 5.0)
+            rate, lmbda = 0.5, quality_lambda(DEFAULT_QUALITY, *c["lambda_range"])
         rows.append((c["name"], c.get("steps"),
                      gradbias.gradient_bias(model, x, lmbda, c["alpha"], draws, rate=rate)))
     return (f"Mean of the lower-variance gradient (Agustsson & Theis) against the Monte Carlo "
