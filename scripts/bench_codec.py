@@ -31,7 +31,7 @@ def main():
         rgb = np.tile(s, (2, 3, 1))[:512, :768]
         args.image = "examples/sample.png tiled to 768x512"
     names = args.models.split(",") if args.models else [
-        zoo.ladder()[(len(zoo.ladder()) - 1) // 2]["name"]] + [
+        zoo.default_model()["name"]] + [
         c["name"] for c in zoo.list_models() if c["arch"] == "linear"][:1]
     print(f"image: {args.image} ({rgb.shape[1]}x{rgb.shape[0]}), threads: "
           f"{os.environ.get('UQCODEC_THREADS', 'default')}, repeat {args.repeat} (best)")

@@ -117,7 +117,7 @@ def main():
     folder = args.images if os.path.isdir(args.images) else os.path.join(ROOT, "tests", "data")
     files = list_images(folder)
     names = args.models.split(",") if args.models else [
-        c["name"] for c in (zoo.middle(a) for a in ("hyperprior", "linear")) if c]
+        c["name"] for c in (zoo.default_model(a) for a in ("hyperprior", "linear")) if c]
     env = dict(os.environ)
     print(f"images: {folder} ({len(files)}), UQCODEC_THREADS="
           f"{env.get('UQCODEC_THREADS', 'default')}, {os.cpu_count()} CPUs, "

@@ -34,9 +34,13 @@ EXTREMES = (0, 1, 2, 7, 8, 63, 64, 65, 255, 256, 1023, 1024, 2047, 2048, 2049, 4
 
 
 def _shipped(arch, training):
-    """Name of a shipped model of the family and training mode (the middle of its ladder)."""
+    """Name of a shipped model of the family and training mode: the family's default
+    model if it has that training (a variable-rate one, whose files carry a rate
+    parameter), else the middle of its fixed-rate ladder."""
     from uqcodec import zoo
-    card = zoo.middle(arch, training)
+    card = zoo.default_model(arch)
+    if card is None or card.get("training") != training:
+        card = zoo.middle(arch, training)
     if card is None:
         raise SystemExit(f"no shipped {arch} {training} model")
     return card["name"]

@@ -2,7 +2,8 @@
 """Print the shipped models' cards as a markdown table (for the README).
 
 Steps and wall time are totals over the warm-start chain (this run + the model it
-started from); steps/s = steps / wall time (on a CPU shared with other jobs).
+started from); steps/s = steps / wall time (on a CPU shared with other jobs). A
+variable-rate model shows its lambda range and its Kodak numbers at quality 0 / 5 / 10.
 """
 import os
 import sys
@@ -25,13 +26,20 @@ def main():
               if c.get("kodak_round_bpp") else "")
         rr = (f"{c['kodak_refined_bpp']:.4f} / {c['kodak_refined_psnr']:.2f}"
               if c.get("kodak_refined_bpp") else "")
-        size = (f"N{c.get('N')}/M{c.get('M')}" if c.get("arch") == "hyperprior"
+        size = (f"N{c.get('N')}/M{c.get('M')}" + (" + bypass" if c.get("bypass") else "")
+                if c.get("arch") == "hyperprior"
                 else f"M{c.get('M')}, {c.get('kernel')}x{c.get('kernel')}/{c.get('stride')}")
-        print(f"| {c['name']} | {size} | {c['training']} | {c['lambda']} | {c['steps']} "
+        pts = c.get("kodak_points")  # a variable-rate model: quality 0 / 5 / 10
+        if c.get("lambda_range"):
+            lam = "{:g}-{:g}".format(*c["lambda_range"])
+            bpp = " / ".join(f"{p['bpp']:.3f}" for p in pts) if pts else "-"
+            psnr = " / ".join(f"{p['psnr']:.2f}" for p in pts) if pts else "-"
+        else:
+            lam, bpp, psnr = c["lambda"], f(c.get("kodak_bpp"), ".4f"), f(c.get("kodak_psnr"), ".2f")
+        print(f"| {c['name']} | {size} | {c['training']} | {lam} | {c['steps']} "
               f"({c.get('run_steps') or c['steps']}) | {f(wall and wall / 60, '.0f')} | "
-              f"{f(rate, '.2f')} | {os.path.basename(c.get('init_from') or '') or '-'} | {f(c.get('kodak_bpp'), '.4f')} | "
-              f"{f(c.get('kodak_psnr'), '.2f')} | {rq} | {rr} |")
-
+              f"{f(rate, '.2f')} | {os.path.basename(c.get('init_from') or '') or '-'} | "
+              f"{bpp} | {psnr} | {rq} | {rr} |")
 
 if __name__ == "__main__":
     main()

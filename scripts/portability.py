@@ -41,7 +41,7 @@ def portability(args):
     import uqcodec
     from uqcodec import codec, zoo
     from test_portable import DECODE, SETTINGS, _latents_sha, _runs_here
-    model = args.model or zoo.middle("hyperprior")["name"]
+    model = args.model or zoo.default_model("hyperprior")["name"]
     c = codec.load(zoo.resolve(model))
     tmp = tempfile.mkdtemp(prefix="uqcodec-port-")
     files = {}

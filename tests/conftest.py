@@ -17,7 +17,7 @@ def load(name):
 
 
 def shipped(arch):
-    """A shipped model of the family: the middle of its ladder (the default for hyperprior)."""
+    """A shipped fixed-rate model of the family: the middle of its ladder."""
     from uqcodec import zoo
     card = zoo.middle(arch)
     if card is None:

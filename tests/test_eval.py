@@ -131,3 +131,38 @@ def test_curves_one_point_per_lambda():
             row("b", 0.01, 100, 0.6)]
     (c,) = evaluate.curves(rows)
     assert [p["setting"] for p in c["points"]] == ["a", "c"] and c["dropped"] == ["b"]
+
+
+def test_paper_plan_and_matched_points_of_fixed_and_variable_models():
+    """--paper measures a variable-rate set also at the lambdas of the fixed-rate models
+    of its family, so UN+Q / UN+UQ (fixed un models) and UN+UQ+SR / UN+SR+Q (the sr
+    set) meet at matched points."""
+    from uqcodec import codec, report
+    un = {"name": "hp-un-0.03", "arch": "hyperprior", "training": "un", "lambda": 0.03}
+    far = {"name": "hp-un-1", "arch": "hyperprior", "training": "un", "lambda": 1.0}
+    lo = {"name": "v-lo", "arch": "hyperprior", "training": "sr", "lambda_range": [0.001, 0.01],
+          "path": "lo"}
+    hi = {"name": "v-hi", "arch": "hyperprior", "training": "sr", "lambda_range": [0.008, 0.1],
+          "path": "hi"}
+    settings = evaluate.plan([un, far, lo, hi], paper=True)
+    qs = [q for c, quant, _, q in settings if c["name"] == "v-lo+v-hi" and quant == "uq"]
+    extra = [q for q in qs if q not in evaluate.EVAL_QUALITIES]
+    assert len(extra) == 1 and len(qs) == len(evaluate.EVAL_QUALITIES) + 1  # 1.0 is out of range
+    assert abs(codec.quality_lambda(extra[0], 0.001, 0.1) / 0.03 - 1) < 1e-12
+    assert not [q for c, _, _, q in evaluate.plan([un, lo, hi]) if q not in (None,) +
+                evaluate.EVAL_QUALITIES]  # without --paper: the usual qualities
+
+    def curve(name, training, quantizer, variable, pts):
+        return {"name": name, "kind": "model", "arch": "hyperprior", "training": training,
+                "quantizer": quantizer, "variable": variable, "refine": 0,
+                "points": [{"setting": s, "lambda": l, "bpp": b, "psnr": p, "ms_ssim": 0.9}
+                           for s, l, b, p in pts]}
+    lam = codec.quality_lambda(extra[0], 0.001, 0.1)
+    curves = [curve("a", "un", "round", False, [("hp-un-0.03", 0.03, 1.0, 33.0)]),
+              curve("b", "un", "uq", False, [("hp-un-0.03", 0.03, 1.1, 33.2)]),
+              curve("c", "sr", "uq", True, [("v q0", 0.001, 0.2, 27.0),
+                                             (f"v q{extra[0]:g}", lam, 0.9, 33.5)])]
+    md = report.paper_md(curves, {"n_images": 1, "dir": "x"}).decode()
+    rows = [l for l in md.splitlines() if "vs UN+Q" in l and l.startswith("| hyperprior |")]
+    assert any("UN+UQ+SR vs UN+Q" in l and "-10.0 %" in l and "+0.500" in l for l in rows), md
+    assert any("UN+UQ vs UN+Q" in l and "+10.0 %" in l for l in rows), md

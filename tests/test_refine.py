@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import uqcodec
-from uqcodec import CodecError, evaluate, zoo
+from uqcodec import CodecError, codec, evaluate, zoo
 from conftest import load, run_cli, shipped
 
 
@@ -15,15 +15,29 @@ def _file_loss(rgb, data, lam):
     return bpp + lam * mse, out
 
 
+def _shipped_hyperprior(training):
+    """(model option, quality, lambda): sr the default codec (the variable-rate set) at
+    the default quality, un the middle of the fixed-rate un ladder."""
+    if training == "sr":
+        cards = zoo.default_variable()
+        if not cards:
+            pytest.skip("no shipped variable-rate sr models")
+        s = codec.RateSet([codec.load(c["path"]) for c in cards])
+        return None, codec.DEFAULT_QUALITY, s.lambda_of(codec.DEFAULT_QUALITY)
+    card = zoo.middle("hyperprior", "un")
+    if card is None:
+        pytest.skip("no shipped fixed-rate un hyperprior")
+    return card["name"], None, card["lambda"]
+
+
 @pytest.mark.parametrize("quantizer", ["uq", "round"])
 @pytest.mark.parametrize("training", ["sr", "un"])
 def test_refined_file_has_lower_loss_and_decodes_exactly(quantizer, training):
-    name = shipped("hyperprior") if training == "sr" else zoo.middle("hyperprior", "un")["name"]
-    lam = zoo.read_card(zoo.resolve(name))["lambda"]
+    name, quality, lam = _shipped_hyperprior(training)
     x = load("kodim19_crop.png")
-    plain = uqcodec.compress(x, model=name, seed=11, quantizer=quantizer)
-    data, info = uqcodec.compress_with_info(x, model=name, seed=11, quantizer=quantizer,
-                                            refine=20, reconstruct=True)
+    plain = uqcodec.compress(x, model=name, quality=quality, seed=11, quantizer=quantizer)
+    data, info = uqcodec.compress_with_info(x, model=name, quality=quality, seed=11,
+                                            quantizer=quantizer, refine=20, reconstruct=True)
     before, _ = _file_loss(x, plain, lam)
     after, out = _file_loss(x, data, lam)
     np.testing.assert_array_equal(out, info["reconstruction"])  # the decoder is unchanged
@@ -70,8 +84,12 @@ def test_cli_refine(tmp_path):
 
 
 def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
-    cards = [zoo.read_card(zoo.resolve(shipped(a))) for a in ("hyperprior", "linear")]
+    sr = sorted(zoo.default_variable(), key=lambda c: c["lambda_range"][0])
+    cards = [zoo.read_card(zoo.resolve(shipped(a))) for a in ("hyperprior", "linear")] + sr
     settings = evaluate.plan(cards, refine=7)
+    # only the sr hyperprior models are refined: the variable-rate ones as one rate set,
+    # at every evaluated quality
     refined = [(c["name"], r) for c, q, r, _ in settings if r]
-    assert refined == [(cards[0]["name"], 7)]
+    assert refined == ([(cards[0]["name"], 7)] if cards[0]["training"] == "sr" else []) + (
+        [("+".join(c["name"] for c in sr), 7)] * len(evaluate.EVAL_QUALITIES) if sr else [])
     assert evaluate.curve_name("hyperprior", "sr", "uq", 7) == "hyperprior UN+UQ+SR, refined 7"

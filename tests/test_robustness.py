@@ -71,6 +71,35 @@ def test_extreme_header_values_fail_fast(family, field, value):
     assert time.perf_counter() - t < 5  # rejected from the header, before any allocation
 
 
+def test_rate_parameters_out_of_range_fail_fast():
+    """The fuzzer found it: a variable-rate file whose header claims rate 32767 (gain
+    e^500) made the decoder build Gaussian rows of astronomical length. The format
+    allows RATE_MIN..RATE_MAX; anything else is refused from the header, and the
+    encoder refuses to write it."""
+    from uqcodec import zoo
+    from uqcodec.constants import RATE_MAX, RATE_MIN
+    cards = zoo.variable_models("hyperprior")
+    if not cards:
+        pytest.skip("no shipped variable-rate model")
+    x = load("kodim15_odd.png")
+    data = uqcodec.compress(x, model=cards[0]["name"], seed=1, quality=3)
+    for r in (RATE_MAX + 1, 32767, RATE_MIN - 1, -32768):
+        t = time.perf_counter()
+        with pytest.raises(uqcodec.CodecError, match="rate parameter"):
+            uqcodec.decompress(_with_field(data, "rate", r & 0xFFFF))
+        assert time.perf_counter() - t < 5
+    from uqcodec import codec
+    c = codec.load(cards[0]["path"])
+    for r in (RATE_MAX, RATE_MIN):  # files at the ends of the range decode
+        enc, info = c.encode(x, 1, rate=r, reconstruct=True)
+        assert container.parse_header(enc)[0].rate == r
+        np.testing.assert_array_equal(uqcodec.decompress(enc), info["reconstruction"])
+    h, streams = container.unpack(data)
+    h.rate = RATE_MAX + 1
+    with pytest.raises(uqcodec.CodecError, match="out of range"):
+        container.pack(h, streams)
+
+
 def test_size_limits_follow_the_tiles(family):
     """A header may claim a huge image only with a stream table for every tile, so the
     file length bounds the work; huge tiles are refused outright."""

@@ -162,12 +162,16 @@ def test_models_lists_the_range():
     shipped_variable()
     r = run_cli("models")
     assert r.returncode == 0
-    lines = {l.split()[0].lstrip("*"): l.split() for l in r.stdout.splitlines()[1:] if l.strip()}
+    # rows: "* NAME ..." for the default codec's models, "  NAME ..." for the others
+    lines = {l.lstrip("* ").split()[0]: l.lstrip("* ").split()
+             for l in r.stdout.splitlines()[1:] if l.strip()}
     for c in zoo.variable_models():
         row = lines[c["name"]]
         assert row[3] == "{:g}-{:g}".format(*c["lambda_range"])
         q0, q1 = (float(v) for v in row[-1].split("-"))
         assert 0 <= q0 < q1 <= 10
+    marked = {l.split()[1] for l in r.stdout.splitlines()[1:] if l.startswith("*")}
+    assert marked == {c["name"] for c in zoo.default_variable()}  # the default codec
 
 
 def test_refinement_of_a_variable_rate_model(tiny):

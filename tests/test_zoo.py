@@ -44,7 +44,7 @@ def test_default_is_the_middle_and_quality_counts_up(models):
         zoo.resolve("hp-sr-0.3")
 
 
-def test_variable_rate_models_stay_out_of_the_ladder(models):
+def test_variable_rate_models_stay_out_of_the_ladder_and_are_the_default(models):
     for name, training, rng in (("hpv-sr", "sr", [0.0004, 0.01]), ("hpv-un", "un", [0.0004, 0.01]),
                                 ("hpv-sr-hi", "sr", [0.008, 0.25])):
         os.makedirs(models / name)
@@ -52,12 +52,17 @@ def test_variable_rate_models_stay_out_of_the_ladder(models):
             {"name": name, "arch": "hyperprior", "training": training, "lambda": None,
              "lambda_range": rng}))
     assert names(zoo.ladder()) == ["hp-sr-0.001", "hp-sr-0.01", "hp-un-0.03", "hp-sr-0.1"]
-    assert os.path.basename(zoo.resolve()) == "hp-sr-0.01"
+    assert os.path.basename(zoo.resolve()) == "hp-sr-0.01"  # the ladder's own default
     assert sorted(names(zoo.variable_set())) == ["hpv-sr", "hpv-sr-hi"]  # sr preferred
-    assert zoo.default_variable() == []  # a fixed-rate ladder ships: it stays the default
+    # the default codec: the variable-rate set, also while fixed-rate models ship
+    assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]
+    # quality 5 is lambda 0.01 of 0.0004-0.25, above the switch at sqrt(0.008 * 0.01)
+    assert zoo.default_model()["name"] == "hpv-sr-hi"
+    assert zoo.default_model("linear")["name"] == "lin-un-0.01"
     for d in models.iterdir():
-        if not d.name.startswith("hpv"):
+        if d.name.startswith("hpv"):
             for f in d.iterdir():
                 f.unlink()
             d.rmdir()
-    assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]
+    assert zoo.default_variable() == []  # none ship: the ladder is the default
+    assert zoo.default_model()["name"] == "hp-sr-0.01"

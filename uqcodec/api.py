@@ -21,16 +21,15 @@ def _as_set(model):
     return model
 
 
-def _choose(model, quality, target=False):
+def _choose(model, quality):
     """A model directory (fixed rate) or a ``codec.RateSet`` (variable rate). Without a
-    model: the default family's variable-rate models when it ships no fixed-rate ladder
-    or when a ``target`` size or PSNR is asked for, else the ladder (where ``quality``
-    1..N picks one model). ``model`` may also be a list of variable-rate models, or
-    their names separated by commas (one rate set)."""
+    model: the default family's variable-rate models as one rate set, else (none ship)
+    its fixed-rate ladder, where ``quality`` 1..N picks one model. ``model`` may also be
+    a list of variable-rate models, or their names separated by commas (one rate set)."""
     from . import codec, zoo
     model = _as_set(model)
     if model is None:
-        cards = zoo.variable_set() if target else zoo.default_variable()
+        cards = zoo.default_variable()
         if cards:
             return codec.RateSet([codec.load(c["path"]) for c in cards])
         if quality is not None and float(quality) != int(quality):
@@ -72,7 +71,7 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     targets = [t for t in (target_bpp, target_psnr) if t is not None]
     if len(targets) + (quality is not None) > 1:
         raise CodecError("give one of --quality, --target-bpp and --target-psnr")
-    chosen = _choose(model, None if targets else quality, bool(targets))
+    chosen = _choose(model, None if targets else quality)
     if isinstance(chosen, codec.RateSet):
         if targets and refine:
             raise CodecError("--target-bpp/--target-psnr do not combine with --refine yet")

@@ -71,9 +71,10 @@ def main():
               help="Shipped model name or model directory; variable-rate models that "
                    "cover one range together: NAME,NAME.")
 @click.option("-q", "--quality", type=float,
-              help="Variable-rate model: 0 (smallest files) to 10 (best quality), default 5, "
-                   "any value between (log-spaced in the model's lambda). Fixed-rate ladder: "
-                   "1..N picks a model from low to high rate (uqcodec models).")
+              help="0 (smallest files) to 10 (best quality), default 5, any value between: "
+                   "log-spaced in lambda over the range of the default variable-rate models "
+                   "or of the variable-rate --model (uqcodec models shows the ranges). "
+                   "Without variable-rate models: 1..N picks a fixed-rate model.")
 @click.option("--target-bpp", type=float, metavar="BPP",
               help="Variable-rate model: search this image's rate for a file of BPP bits "
                    "per pixel (within 2 %; else the nearest reachable, said on stderr).")
@@ -239,10 +240,10 @@ def info(file, as_json):
 def models(as_json):
     """List the shipped models (the default is marked with *).
 
-    quality: the --quality that picks a fixed-rate model of the default ladder, or the
-    range of --quality that a variable-rate model serves when the variable-rate models
-    are used together (--target-bpp/--target-psnr, or --model LOW,HIGH); a variable-rate
-    model alone takes 0..10 over its own lambda range."""
+    quality: the range of --quality that each variable-rate model serves in the default
+    rate set (a variable-rate model alone, --model NAME, takes 0..10 over its own lambda
+    range); where no variable-rate models ship, the --quality that picks a fixed-rate
+    model of the default ladder."""
     from . import zoo
     cards = zoo.list_models()
     if as_json:
@@ -252,7 +253,8 @@ def models(as_json):
     lad = zoo.ladder()
     var = {c["path"] for c in zoo.default_variable()}
     default = None if var else (zoo.resolve() if lad else None)
-    q = {c["path"]: str(i + 1) for i, c in enumerate(lad)}
+    # --quality of a fixed-rate model: only while no variable-rate set is the default
+    q = {} if var else {c["path"]: str(i + 1) for i, c in enumerate(lad)}
     vset = sorted(zoo.variable_set(), key=lambda c: c["lambda_range"][0])
     if vset:  # the qualities each variable-rate model serves in its set
         from .codec import set_edges, set_quality
@@ -400,8 +402,10 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
               help="Classic codecs measured in the same run at a quality sweep; one that "
                    "cannot run here is skipped with a warning.")
 @click.option("--paper", is_flag=True,
-              help="Also decode the 'un' models with rounding (UN+Q) and write paper.md: "
-                   "BD-rates of UN+UQ and UN+UQ+SR against UN+Q per family.")
+              help="Also decode every model with rounding (UN+Q, UN+SR+Q), measure "
+                   "variable-rate models also at the lambdas of the fixed-rate ones (matched "
+                   "points) and write paper.md: BD-rates against UN+Q per family, matched "
+                   "points and the gradient-bias table.")
 @click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Also code the hyperprior 'sr' models with STEPS steps of encoder-side "

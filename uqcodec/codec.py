@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from . import container, entropy, quantization as Q, zoo
+from .constants import RATE_MAX
 from .errors import CodecError
 from .hyperprior import Hyperprior
 from .linear import Linear
@@ -143,8 +144,7 @@ class Codec:
 
     def rate_at_lambda(self, lmbda):
         """The rate parameter (an integer) of lambda ``lmbda`` in this model's range."""
-        lo, hi = self.card["lambda_range"]
-        t = math.log(lmbda / lo) / math.log(hi / lo)
+        t = lambda_position(lmbda, *self.card["lambda_range"])
         return self.family.rate_at(min(1.0, max(0.0, t)))
 
     # --- encode ----------------------------------------------------------------
@@ -273,15 +273,25 @@ def set_edges(ranges):
             + [max(r[1] for r in ranges)])
 
 
+def lambda_at(t, lo, hi):
+    """The lambda at position ``t`` (0..1) of the log range lo..hi: training draws t
+    uniformly, the learned gains are functions of t."""
+    return lo * (hi / lo) ** t
+
+
+def lambda_position(lmbda, lo, hi):
+    """The inverse of ``lambda_at``: the position of ``lmbda`` in the log range lo..hi."""
+    return math.log(lmbda / lo) / math.log(hi / lo)
+
+
 def quality_lambda(quality, lo, hi):
     """The lambda of a quality (QUALITY_MIN..QUALITY_MAX, log-spaced) in the range lo..hi."""
-    return lo * (hi / lo) ** ((quality - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN))
+    return lambda_at((quality - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN), lo, hi)
 
 
 def set_quality(lmbda, edges):
     """The quality of lambda ``lmbda`` in a rate set with these edges."""
-    lo, hi = edges[0], edges[-1]
-    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * math.log(lmbda / lo) / math.log(hi / lo)
+    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * lambda_position(lmbda, edges[0], edges[-1])
 
 
 class RateSet:
@@ -376,7 +386,7 @@ class RateSet:
         for c in self.codecs:
             lo, hi = c.rate_at_lambda(c.card["lambda_range"][0]), \
                 c.rate_at_lambda(c.card["lambda_range"][1])
-            hi += TARGET_EXTEND  # a little past the trained range, into gaps and beyond
+            hi = min(hi + TARGET_EXTEND, RATE_MAX)  # past the trained range, into gaps
             if value(c, lo) <= target <= value(c, hi):
                 while hi - lo > 1:
                     mid = (lo + hi) // 2

@@ -13,6 +13,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field, asdict
 
+from .constants import RATE_MAX, RATE_MIN
 from .errors import CodecError
 
 MAGIC = b"UQC\x89"
@@ -107,8 +108,9 @@ def pack(header, streams):
         out += _DIMS_V2.pack(header.height, header.width, header.seed, header.tile,
                              len(streams))
     else:
-        if not -32768 <= header.rate < 32768:
-            raise CodecError("rate parameter out of range")
+        if not RATE_MIN <= header.rate <= RATE_MAX:
+            raise CodecError(f"rate parameter {header.rate} out of range "
+                             f"({RATE_MIN}..{RATE_MAX})")
         out += _DIMS.pack(header.height, header.width, header.seed, header.tile, header.rate,
                           len(streams))
     out += struct.pack(f"<{len(streams)}I", *(len(s) for s in streams))
@@ -180,6 +182,8 @@ def parse_header(data):
     if q >= len(QUANTIZERS) or mode >= len(MODES):
         raise CodecError("corrupted header (quantizer or mode)")
     check_size(height, width, version)
+    if not RATE_MIN <= rate <= RATE_MAX:
+        raise CodecError(f"corrupted header (rate parameter {rate} out of range)")
     if version >= 2:
         check_tile(tile)
     ntiles = tile_count(height, width, tile)

@@ -19,8 +19,8 @@ __all__ = ["psnr", "measure_model", "select_models", "plan", "evaluate", "curves
 
 PAPER_NAMES = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
                ("sr", "round"): "UN+SR+Q"}
-# a variable-rate model is measured at these qualities (0..10): 9 points of one curve
-EVAL_QUALITIES = (0.0, 1.25, 2.5, 3.75, 5.0, 6.25, 7.5, 8.75, 10.0)
+# a variable-rate model (or rate set) is measured at these qualities: 11 points of one curve
+EVAL_QUALITIES = tuple(float(q) for q in range(11))
 MEASURES = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 
 
@@ -67,24 +67,34 @@ def select_models(spec):
 def plan(cards, paper=False, refine=0):
     """(card, quantizer, refine steps, quality) settings: every model with 'uq'; with
     ``paper`` also with 'round' (UN+Q for 'un' models, UN+SR+Q for 'sr' models); with
-    ``refine`` also the fixed-rate hyperprior 'sr' models with that many steps of
+    ``refine`` also the hyperprior 'sr' models (and rate sets) with that many steps of
     encoder-side refinement. A variable-rate model gives one setting per quality of
-    EVAL_QUALITIES (quality None: a fixed-rate model)."""
+    EVAL_QUALITIES (quality None: a fixed-rate model); with ``paper`` also one at the
+    lambda of each fixed-rate model of its family in its range (matched points)."""
+    from .codec import set_quality
+    fixed = [c for c in cards if not c.get("lambda_range")]
+
+    def qualities(c):
+        if not c.get("lambda_range"):
+            return (None,)
+        lo, hi = c["lambda_range"]
+        extra = {set_quality(f["lambda"], (lo, hi)) for f in fixed if paper and f.get("lambda")
+                 and f.get("arch") == c.get("arch") and lo <= f["lambda"] <= hi}
+        return sorted(set(EVAL_QUALITIES) | extra)
+
     def at(c, quantizer, steps=0):
-        qs = EVAL_QUALITIES if c.get("lambda_range") else (None,)
-        return [(c, quantizer, steps, q) for q in qs]
+        return [(c, quantizer, steps, q) for q in qualities(c)]
     sets = {}
     for c in cards:  # variable-rate models of one family and training: one rate set
         if c.get("lambda_range"):
             sets.setdefault((c.get("arch"), c.get("training")), []).append(c)
-    cards = [c for c in cards if not c.get("lambda_range")] + [_set_card(s) for s in
-                                                               sets.values()]
+    cards = fixed + [_set_card(s) for s in sets.values()]
     out = [s for c in cards for s in at(c, "uq")]
     if paper:
         out += [s for c in cards for s in at(c, "round")]
     if refine:
         out += [s for c in cards if c.get("arch") == "hyperprior" and c.get("training") == "sr"
-                and not c.get("lambda_range") for s in at(c, "uq", refine)]
+                for s in at(c, "uq", refine)]
     return out
 
 

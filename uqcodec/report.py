@@ -147,18 +147,23 @@ def paper_md(curves, meta, grad_bias=None):
                 detail.append(f"| {fam} | {label} | {q['setting']} | {q['lambda']:.5g} | "
                               f"{q['bpp']:.4f} | {q['psnr']:.3f} | {q['ms_ssim']:.4f} |")
     same = []
-    for fam in families:  # matched points: same model (same lambda), other quantizer
+    # matched points: the same lambda in one family, fixed-rate or variable-rate models
+    of = {}
+    for (fam, label), c in sorted(by.items()):
+        of.setdefault((c["arch"], label), []).append(c)
+    for arch in sorted({a for a, _ in of}):
         for ref_label, label in (("UN+Q", "UN+UQ"), ("UN+Q", "UN+UQ+SR"),
                                  ("UN+UQ+SR", "UN+SR+Q")):
-            for q0 in (by.get((fam, ref_label)) or {"points": []})["points"]:
-                for q in (by.get((fam, label)) or {"points": []})["points"]:
-                    if q["lambda"] == q0["lambda"]:
-                        same.append(f"| {fam} | {q0['lambda']:.5g} | {label} vs {ref_label} | "
-                                    f"{q['setting']} | {100 * (q['bpp'] / q0['bpp'] - 1):+.1f} % "
-                                    f"| {q['psnr'] - q0['psnr']:+.3f} |")
+            pairs = [(q0, q) for c0 in of.get((arch, ref_label), []) for q0 in c0["points"]
+                     for c in of.get((arch, label), []) for q in c["points"]
+                     if q0["lambda"] and math.isclose(q["lambda"], q0["lambda"], rel_tol=1e-9)]
+            same += [f"| {arch} | {q0['lambda']:.5g} | {label} vs {ref_label} | "
+                     f"{q0['setting']} / {q['setting']} | "
+                     f"{100 * (q['bpp'] / q0['bpp'] - 1):+.1f} % | {q['psnr'] - q0['psnr']:+.3f} |"
+                     for q0, q in pairs]
     if same:
         lines += ["", "Matched points (same lambda; a single-point comparison, not a BD-rate):",
-                  "", "| family | lambda | curves | model | bpp | PSNR (dB) |",
+                  "", "| family | lambda | curves | models | bpp | PSNR (dB) |",
                   "|---|---|---|---|---|---|", *same]
     lines += ["", "Points (one per lambda):", "",
               "| family | curve | model | lambda | bpp | PSNR (dB) | MS-SSIM |",

@@ -1,4 +1,4 @@
-"""The shipped models: discovery, the --quality ladder, and cached loading.
+"""The shipped models: discovery, the default codec, the fixed-rate ladders.
 
 A model is a directory with ``model.json`` (the model card and config),
 ``weights.npz`` (inference weights) and ``tables.npz`` (the factorized prior's
@@ -83,11 +83,23 @@ def variable_set(arch=DEFAULT_ARCH):
 
 
 def default_variable():
-    """``variable_set()`` when the default family ships no fixed-rate models (which stay
-    the default while they are shipped); else []."""
-    if any(c.get("arch") == DEFAULT_ARCH and not c.get("lambda_range") for c in list_models()):
-        return []
+    """The default codec when it ships: ``variable_set()`` of the default family (a fixed-
+    rate ladder is then reached by name only); [] when the family ships no variable-rate
+    models, and the middle of the ladder is the default."""
     return variable_set()
+
+
+def default_model(arch=None):
+    """The card of the model that codes the family's default quality: the member of its
+    variable-rate set that serves ``codec.DEFAULT_QUALITY``, else the middle of its
+    fixed-rate ladder (None: the family ships no model)."""
+    from .codec import DEFAULT_QUALITY, quality_lambda, set_edges
+    cards = sorted(variable_set(arch or DEFAULT_ARCH), key=lambda c: c["lambda_range"][0])
+    if not cards:
+        return middle(arch)
+    edges = set_edges([c["lambda_range"] for c in cards])
+    lmbda = quality_lambda(DEFAULT_QUALITY, edges[0], edges[-1])
+    return next(c for c, top in zip(cards, edges[1:]) if lmbda <= top or c is cards[-1])
 
 
 def middle(arch=None, training=None):

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from ..codec import lambda_at
+
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "train")
 
 # Size of a new (not warm-started) model, unless given. The hyperprior is smaller than
@@ -173,7 +175,7 @@ def _warm_start(model, init_from, base, images):
         lo, hi = model.config["lambda_range"]
         ref = float(base.get("lambda") or hi)
         t = np.linspace(0.0, 1.0, len(model.rate.log_gain.numpy()))
-        model.rate.assign_knots(0.5 * np.log(lo * (hi / lo) ** t / ref))
+        model.rate.assign_knots(0.5 * np.log(lambda_at(t, lo, hi) / ref))
 
 
 def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
@@ -418,8 +420,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                                   tf.float64)
             if lambda_range:  # this step's lambda: log-uniform over the range
                 t_rate = float(rate_rng.uniform())
-                lmbda_t = tf.constant(lambda_range[0] * (lambda_range[1] / lambda_range[0])
-                                      ** t_rate, tf.float32)
+                lmbda_t = tf.constant(lambda_at(t_rate, *lambda_range), tf.float32)
             vals, ctl = train_step(x, tf.constant(lr_now, tf.float32), lmbda_t,
                                    tf.constant(t_rate, tf.float32),
                                    tf.constant(a_now, tf.float32),
