@@ -251,11 +251,11 @@ def models(as_json):
                               indent=2))
         return
     lad = zoo.ladder()
-    var = {c["path"] for c in zoo.default_variable()}
+    vset = sorted(zoo.default_variable(), key=lambda c: c["lambda_range"][0])
+    var = {c["path"] for c in vset}
     default = None if var else (zoo.resolve() if lad else None)
     # --quality of a fixed-rate model: only while no variable-rate set is the default
     q = {} if var else {c["path"]: str(i + 1) for i, c in enumerate(lad)}
-    vset = sorted(zoo.variable_set(), key=lambda c: c["lambda_range"][0])
     if vset:  # the qualities each variable-rate model serves in its set
         from .codec import set_edges, set_quality
         e = set_edges([c["lambda_range"] for c in vset])

@@ -273,6 +273,11 @@ def set_edges(ranges):
             + [max(r[1] for r in ranges)])
 
 
+def set_member(lmbda, edges):
+    """The index of the model of a rate set (``set_edges``) that serves lambda ``lmbda``."""
+    return next(i for i in range(len(edges) - 1) if lmbda <= edges[i + 1] or i == len(edges) - 2)
+
+
 def lambda_at(t, lo, hi):
     """The lambda at position ``t`` (0..1) of the log range lo..hi: training draws t
     uniformly, the learned gains are functions of t."""
@@ -324,8 +329,7 @@ class RateSet:
     def pick(self, quality):
         """(codec, rate parameter) of a quality."""
         lmbda = self.lambda_of(quality)
-        i = next(i for i in range(len(self.codecs)) if lmbda <= self.edges[i + 1]
-                 or i == len(self.codecs) - 1)
+        i = set_member(lmbda, self.edges)
         return self.codecs[i], self.codecs[i].rate_at_lambda(lmbda)
 
     def options(self):

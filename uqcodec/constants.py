@@ -20,9 +20,9 @@ LINEAR_GAIN = 8.0
 # Variable-rate models: the latents are coded at gain a = exp(LOG_SCALE_STEP * r / RATE_DIV)
 # for the header's rate parameter r, i.e. the scale index moves by r / RATE_DIV steps.
 RATE_DIV = 4
-# The rate parameters a file may carry (docs/format.md, "Variable rate"): the gain stays
-# within exp(+-LOG_SCALE_STEP * 512/4 | 64/4), i.e. x0.0004..x2.66, so the largest Gaussian
-# window stays within 2.7x that of a fixed-rate model and decoding time stays bounded.
+# The rate parameters a file may carry (docs/format.md, "Variable rate"): gains from x0.0004
+# (r = -512) to x2.66 (r = 64), so the largest Gaussian window stays within 2.7x that of a
+# fixed-rate model and decoding time stays bounded.
 RATE_MIN, RATE_MAX = -512, 64
 RATE_KNOTS = 9                         # training: learned log-gain at 9 points of the lambda range
 RATE_KNOT_SCALE = 10.0                 # weights hold the log-gains / 10 (they train 10x faster)

@@ -93,17 +93,17 @@ def default_model(arch=None):
     """The card of the model that codes the family's default quality: the member of its
     variable-rate set that serves ``codec.DEFAULT_QUALITY``, else the middle of its
     fixed-rate ladder (None: the family ships no model)."""
-    from .codec import DEFAULT_QUALITY, quality_lambda, set_edges
+    from .codec import DEFAULT_QUALITY, quality_lambda, set_edges, set_member
     cards = sorted(variable_set(arch or DEFAULT_ARCH), key=lambda c: c["lambda_range"][0])
     if not cards:
         return middle(arch)
     edges = set_edges([c["lambda_range"] for c in cards])
-    lmbda = quality_lambda(DEFAULT_QUALITY, edges[0], edges[-1])
-    return next(c for c, top in zip(cards, edges[1:]) if lmbda <= top or c is cards[-1])
+    return cards[set_member(quality_lambda(DEFAULT_QUALITY, edges[0], edges[-1]), edges)]
 
 
 def middle(arch=None, training=None):
-    """The card in the middle of a ladder (the default model of a family), or None."""
+    """The card in the middle of a ladder (the default of a family that ships no
+    variable-rate models), or None."""
     return _middle_of(ladder(arch, training))
 
 
