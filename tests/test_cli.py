@@ -55,28 +55,31 @@ def test_models_json():
             assert k in c
         assert c["arch"] in ("linear", "hyperprior") and c["training"] in ("un", "sr")
     assert run_cli("models").returncode == 0
-    # the shipped models: the default variable-rate sr set (one lambda range, each model
-    # measured at three qualities), the un ladder inside its range (the paper's matched
-    # points), linear 4 + 4; every model measured on Kodak, rate growing with lambda
-    ladders, ranges = {}, []
+    # the shipped models: the default variable-rate sr set and a variable-rate un set (each
+    # one lambda range with no gap, each model measured at three qualities), fixed-rate un
+    # models only inside the sr range (the paper's matched points), linear 4 + 4; every
+    # model measured on Kodak, rate growing with lambda
+    ladders, ranges = {}, {}
     for c in cards:
         if c.get("lambda_range"):
             bpp = [p["bpp"] for p in c["kodak_points"]]
             assert len(bpp) == 3 and bpp == sorted(bpp), c["name"]
-            if c["arch"] == "hyperprior" and c["training"] == "sr":
-                ranges.append(c["lambda_range"])
+            if c["arch"] == "hyperprior":
+                ranges.setdefault(c["training"], []).append(c["lambda_range"])
             continue
         ladders.setdefault((c["arch"], c["training"]), []).append(c)
-    ranges.sort()
-    assert len(ranges) >= 2 and all(a[1] >= b[0] for a, b in zip(ranges, ranges[1:]))  # no gap
-    need = {("hyperprior", "un"): 3, ("linear", "sr"): 4, ("linear", "un"): 4}
+    for training in ("sr", "un"):
+        rs = sorted(ranges.get(training, []))
+        assert len(rs) >= 2 and all(a[1] >= b[0] for a, b in zip(rs, rs[1:])), training
+    sr = sorted(ranges["sr"])
+    assert sr[0][0] <= min(r[0] for r in ranges["un"]) < max(r[1] for r in ranges["un"]) <= sr[-1][1]
+    need = {("linear", "sr"): 4, ("linear", "un"): 4}
     for key, n in need.items():
         lad = sorted(ladders.get(key, []), key=lambda c: c["lambda"])
         assert len({c["lambda"] for c in lad}) >= n, key
         bpp = [c["kodak_bpp"] for c in lad]
         assert None not in bpp and bpp == sorted(bpp), key
-    assert all(ranges[0][0] <= c["lambda"] <= ranges[-1][1]
-               for c in ladders[("hyperprior", "un")])
+    assert all(sr[0][0] <= c["lambda"] <= sr[-1][1] for c in ladders.get(("hyperprior", "un"), []))
 
 
 def test_help_is_fast_and_clean():

@@ -166,3 +166,29 @@ def test_paper_plan_and_matched_points_of_fixed_and_variable_models():
     rows = [l for l in md.splitlines() if "vs UN+Q" in l and l.startswith("| hyperprior |")]
     assert any("UN+UQ+SR vs UN+Q" in l and "-10.0 %" in l and "+0.500" in l for l in rows), md
     assert any("UN+UQ vs UN+Q" in l and "+10.0 %" in l for l in rows), md
+
+
+def test_paper_plan_puts_the_variable_sets_of_a_family_on_one_lambda_grid():
+    """With --paper, a un rate set over a narrower range is measured at the lambdas of the
+    family's quality grid (the sr set's points) that fall in its range, plus its ends, so
+    every point of the un set has an sr point at the same lambda."""
+    from uqcodec import codec
+
+    def card(name, training, lo, hi):
+        return {"name": name, "arch": "hyperprior", "training": training,
+                "lambda_range": [lo, hi], "path": name}
+    cards = [card("s-lo", "sr", 0.0004, 0.01), card("s-hi", "sr", 0.008, 0.25),
+             card("u-lo", "un", 0.0004, 0.01), card("u-hi", "un", 0.008, 0.04)]
+    settings = evaluate.plan(cards, paper=True)
+
+    def lambdas(name, quant):
+        (c,) = {id(c): c for c, _, _, _ in settings if c["name"] == name}.values()
+        lo, hi = c["lambda_range"]
+        return [codec.quality_lambda(q, lo, hi) for d, qz, _, q in settings
+                if d["name"] == name and qz == quant]
+    sr, un = lambdas("s-lo+s-hi", "uq"), lambdas("u-lo+u-hi", "uq")
+    assert len(sr) == len(evaluate.EVAL_QUALITIES)  # the widest set: its usual points
+    assert lambdas("u-lo+u-hi", "round") == un
+    assert min(un) == 0.0004 and abs(max(un) / 0.04 - 1) < 1e-12  # its own ends
+    inner = [l for l in un if l < 0.0399]
+    assert len(inner) >= 7 and all(any(abs(l / s - 1) < 1e-9 for s in sr) for l in inner)

@@ -402,10 +402,11 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
               help="Classic codecs measured in the same run at a quality sweep; one that "
                    "cannot run here is skipped with a warning.")
 @click.option("--paper", is_flag=True,
-              help="Also decode every model with rounding (UN+Q, UN+SR+Q), measure "
-                   "variable-rate models also at the lambdas of the fixed-rate ones (matched "
-                   "points) and write paper.md: BD-rates against UN+Q per family, matched "
-                   "points and the gradient-bias table.")
+              help="Also decode every model with rounding (UN+Q, UN+SR+Q), measure the "
+                   "variable-rate sets of a family on one lambda grid that also holds the "
+                   "lambdas of its fixed-rate models (matched points) and write paper.md: "
+                   "BD-rates against UN+Q per family, matched points and the gradient-bias "
+                   "table.")
 @click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Also code the hyperprior 'sr' models with STEPS steps of encoder-side "

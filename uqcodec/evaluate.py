@@ -69,26 +69,41 @@ def plan(cards, paper=False, refine=0):
     ``paper`` also with 'round' (UN+Q for 'un' models, UN+SR+Q for 'sr' models); with
     ``refine`` also the hyperprior 'sr' models (and rate sets) with that many steps of
     encoder-side refinement. A variable-rate model gives one setting per quality of
-    EVAL_QUALITIES (quality None: a fixed-rate model); with ``paper`` also one at the
-    lambda of each fixed-rate model of its family in its range (matched points)."""
-    from .codec import set_quality
+    EVAL_QUALITIES (quality None: a fixed-rate model). With ``paper``, the variable-rate
+    sets of a family (one per training) are measured on one lambda grid instead, so that
+    UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q meet at matched points: the lambdas of
+    EVAL_QUALITIES over the union of the family's ranges that fall in the set's range,
+    the set's own two ends, and the lambda of each fixed-rate model of the family in its
+    range."""
+    from .codec import quality_lambda, set_quality
     fixed = [c for c in cards if not c.get("lambda_range")]
-
-    def qualities(c):
-        if not c.get("lambda_range"):
-            return (None,)
-        lo, hi = c["lambda_range"]
-        extra = {set_quality(f["lambda"], (lo, hi)) for f in fixed if paper and f.get("lambda")
-                 and f.get("arch") == c.get("arch") and lo <= f["lambda"] <= hi}
-        return sorted(set(EVAL_QUALITIES) | extra)
-
-    def at(c, quantizer, steps=0):
-        return [(c, quantizer, steps, q) for q in qualities(c)]
     sets = {}
     for c in cards:  # variable-rate models of one family and training: one rate set
         if c.get("lambda_range"):
             sets.setdefault((c.get("arch"), c.get("training")), []).append(c)
     cards = fixed + [_set_card(s) for s in sets.values()]
+    span = {}  # family -> the union of its variable-rate sets' lambda ranges
+    for c in cards:
+        if c.get("lambda_range"):
+            lo, hi = c["lambda_range"]
+            a, b = span.get(c.get("arch"), (lo, hi))
+            span[c.get("arch")] = (min(a, lo), max(b, hi))
+
+    def qualities(c):
+        if not c.get("lambda_range"):
+            return (None,)
+        if not paper:
+            return EVAL_QUALITIES
+        lo, hi = c["lambda_range"]
+        grid = [quality_lambda(q, *span[c.get("arch")]) for q in EVAL_QUALITIES]
+        grid += [f["lambda"] for f in fixed if f.get("lambda") and f.get("arch") == c.get("arch")]
+        q0, q1 = EVAL_QUALITIES[0], EVAL_QUALITIES[-1]
+        inside = {min(q1, max(q0, round(set_quality(l, (lo, hi)), 12))) for l in grid
+                  if lo * (1 - 1e-9) <= l <= hi * (1 + 1e-9)}
+        return sorted(inside | {q0, q1})
+
+    def at(c, quantizer, steps=0):
+        return [(c, quantizer, steps, q) for q in qualities(c)]
     out = [s for c in cards for s in at(c, "uq")]
     if paper:
         out += [s for c in cards for s in at(c, "round")]
