@@ -18,8 +18,9 @@ def _file_loss(rgb, data, lam):
 def _shipped_hyperprior(training):
     """(model option, quality, lambda): sr the default codec (the variable-rate set) at
     the default quality; un its variable-rate set at quality 7.5 (lambda 0.013, served by
-    hyperprior9-un-mid: refinement does not improve hyperprior8-un-lo's files, see the
-    issue on it), else the middle of a fixed-rate un ladder."""
+    hyperprior9-un-mid; at the default quality, lambda 0.004, 20 steps do not improve
+    hyperprior8-un-lo's file of this crop: docs/history.md), else the middle of a
+    fixed-rate un ladder."""
     cards = [c for c in zoo.variable_models("hyperprior") if c["training"] == training]
     if cards:
         s = codec.RateSet([codec.load(c["path"]) for c in cards])
