@@ -48,8 +48,18 @@ def test_warm_start(tmp_path):
     train.train("linear", "un", 0.01, str(tmp_path / "a"), steps=2, model_args={"M": 24}, **kw)
     export_model(str(tmp_path / "a"), str(tmp_path / "A"), measure=False)
     state = train.train("linear", "sr", 0.02, str(tmp_path / "b"), steps=2,
-                        init_from=str(tmp_path / "A"), **kw)
+                        init_from=str(tmp_path / "A"), seed=5, **kw)
     assert state["M"] == 24 and state["init_from"].endswith("A")
+    # the warm start goes on in the data stream after its base's 2 steps (new image
+    # scales, crops, lambdas and noise) instead of replaying them
+    assert (state["seed"], state["init_steps"], state["data_stream"]) == (5, 2, 7)
+    # resumed without --init-from, the run still counts its warm start
+    state = train.train("linear", "sr", 0.02, str(tmp_path / "b"), steps=3, resume=True,
+                        seed=5, **kw)
+    assert (state["steps"], state["init_steps"], state["data_stream"]) == (3, 2, 7)
+    assert state["init_from"].endswith("A")
+    card = export_model(str(tmp_path / "b"), str(tmp_path / "B"), measure=False)
+    assert card["steps"] == 5
 
 
 def test_new_model_size_and_resume_keeps_the_run_size(tmp_path):

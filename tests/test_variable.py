@@ -234,3 +234,25 @@ def test_train_rejects_a_bad_lambda_range_in_one_line(tmp_path):
         r = run_cli("train", *args, "--out", str(tmp_path / "m"), "--data", DATA)
         one_line_error(r)
         assert not (tmp_path / "m").exists()
+
+
+def test_warm_start_can_move_the_lambda_range(tiny, tmp_path):
+    """``--init-from`` a variable-rate model with another lambda range keeps its weights
+    and remaps its learned gains: the same lambda gets the same rate parameter inside the
+    old range, and outside it the gain goes on growing as sqrt(lambda)."""
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
+    run, out = str(tmp_path / "run"), str(tmp_path / "moved")
+    train.train("hyperprior", "sr", (0.0005, 0.05), run, steps=1, lr=1e-12, warmup=1,
+                data=DATA, patch=64, batch=2, progress=False, bf16=False, export=False,
+                init_from=tiny, log_every=1000)
+    export_model(run, out, measure=False)
+    old, new = codec.load(tiny).family, codec.load(out).family
+    assert codec.load(out).card["lambda_range"] == [0.0005, 0.05]
+
+    def rate(fam, lmbda, lo, hi):
+        return fam.rate_at(codec.lambda_position(lmbda, lo, hi))
+    for lmbda in (0.001, 0.003, 0.02, 0.05):
+        assert abs(rate(new, lmbda, 0.0005, 0.05) - rate(old, lmbda, 0.001, 0.1)) <= 1
+    step = 0.5 * np.log(2.0) * RATE_DIV / LOG_SCALE_STEP  # lambda halved: gain / sqrt(2)
+    assert abs(rate(new, 0.0005, 0.0005, 0.05) - (rate(old, 0.001, 0.001, 0.1) - step)) <= 1

@@ -312,7 +312,9 @@ def models(as_json):
               help="Wall-time budget: schedules follow elapsed time; stops at the budget.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False),
               help="Warm start from a model directory. With a larger --N/--M, a hyperprior "
-                   "is widened first (same reconstructions; the new channels start at zero).")
+                   "is widened first (same reconstructions; the new channels start at zero). "
+                   "A variable-rate model may move to another --lambda LO:HI: its learned "
+                   "gains are kept inside its old range and extended as sqrt(lambda).")
 @click.option("--resume", is_flag=True, help="Resume from the checkpoint in --out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bf16/--no-bf16", default=True, show_default=True,

@@ -156,7 +156,11 @@ def _warm_start(model, init_from, base, images):
     from . import widen as Wd
     weights = os.path.join(init_from, "weights.npz")
     new_parts = [k for k in ("bypass", "lambda_range") if model.config.get(k) and not base.get(k)]
-    grow = [k for k in SIZE_KEYS if k in base and model.config.get(k) != base[k]]
+    # a variable-rate model may move its lambda range: its learned gains are remapped
+    moved = bool(base.get("lambda_range") and model.config.get("lambda_range")
+                 and list(model.config["lambda_range"]) != list(base["lambda_range"]))
+    grow = [k for k in SIZE_KEYS if k in base and model.config.get(k) != base[k]
+            and not (k == "lambda_range" and moved)]
     if (grow and (model.arch != "hyperprior" or set(grow) - {"N", "M"}
                   or any(model.config[k] < base[k] for k in grow))):
         raise ValueError(f"--init-from {init_from}: cannot change "
@@ -176,6 +180,24 @@ def _warm_start(model, init_from, base, images):
         ref = float(base.get("lambda") or hi)
         t = np.linspace(0.0, 1.0, len(model.rate.log_gain.numpy()))
         model.rate.assign_knots(0.5 * np.log(lambda_at(t, lo, hi) / ref))
+    elif moved:
+        old_knots = model.rate.knots.numpy().astype(np.float64)  # as loaded from the base
+        model.rate.assign_knots(remap_gains(old_knots, base["lambda_range"],
+                                            model.config["lambda_range"]))
+
+
+def remap_gains(knots, old_range, new_range):
+    """Log-gain knots of a variable-rate model moved from lambda range ``old_range`` to
+    ``new_range``: inside the old range the learned gains (interpolated as the model does),
+    outside it the nearest end's gain times sqrt(lambda / lambda_end), the rule a new
+    range starts with, so the gains stay continuous and increasing."""
+    knots = np.asarray(knots, np.float64)
+    lo0, hi0 = (float(v) for v in old_range)
+    lams = lambda_at(np.linspace(0.0, 1.0, len(knots)), *(float(v) for v in new_range))
+    pos = np.log(lams / lo0) / math.log(hi0 / lo0) * (len(knots) - 1)
+    out = np.interp(pos, np.arange(len(knots)), knots)
+    out = np.where(lams < lo0, knots[0] + 0.5 * np.log(lams / lo0), out)
+    return np.where(lams > hi0, knots[-1] + 0.5 * np.log(lams / hi0), out)
 
 
 def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr=5e-4,
@@ -226,7 +248,6 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
               "training in float32", file=sys.stderr, flush=True)
         bf16 = False
 
-    tf.random.set_seed(seed)
     if chief:
         os.makedirs(out, exist_ok=True)
     lambda_range = None
@@ -257,10 +278,18 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                 config.setdefault(k, base[k])
         init_steps = base.get("steps") or 0
         init_wall = base.get("wall_seconds") or 0.0
-    elif not resumed:
+    elif resumed:  # the warm start this run began with still counts
+        init_steps = state.get("init_steps") or 0
+        init_wall = state.get("init_wall_seconds") or 0.0
+    else:
         for k, v in NEW_MODEL[arch].items():
             config.setdefault(k, v)
-    images = D.load_all(data or DEFAULT_DATA, seed=seed, patch=patch)
+    # Where this run starts in the stream of training data (image scales, crops, lambdas,
+    # noise): a warm start goes on from its base's steps instead of replaying the crops
+    # its base began with on the same scaled pictures.
+    stream = seed + init_steps
+    tf.random.set_seed(stream)
+    images = D.load_all(data or DEFAULT_DATA, seed=stream, patch=patch)
     with strat.scope():
         model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
         if init_from:
@@ -282,9 +311,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     a_start, a_end = alpha
     r_start, r_end = alpha_r or alpha
     ds = iter(_dataset(tf, D, images, patch, batch, local_batch, worker,
-                       seed + int(step_var.numpy()), data_split))
+                       stream + int(step_var.numpy()), data_split))
     if worker and data_split == "seed":  # the noise too differs from worker to worker
-        tf.random.set_seed(seed + 1_000_003 * worker)
+        tf.random.set_seed(stream + 1_000_003 * worker)
     writer = tf.summary.create_file_writer(os.path.join(out, "tb")) if chief else None
     num_pixels = float(batch * patch * patch)
     share = per_replica / batch  # one replica's share of the global batch
@@ -296,7 +325,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         with tf.GradientTape() as tape:
             q = (alpha_now, alpha_r_now, low_variance) if mode == "sr" else ()
             if data_split == "slice":
-                x_hat, bits_y, bits_z = _forward_global_noise(tf, model, x, q, seed, step_now,
+                x_hat, bits_y, bits_z = _forward_global_noise(tf, model, x, q, stream, step_now,
                                                               batch, rid, rate)
             else:
                 x_hat, bits_y, bits_z = model.forward(x, *q, rate=rate)
@@ -345,8 +374,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         os.replace(os.path.join(out, "weights.npz.tmp"), os.path.join(out, "weights.npz"))
         s = int(step_var.numpy())
         meta = dict(model.config, steps=s, patch=patch, batch=batch, lr=lr, warmup=warmup,
-                    decay_start=decay_start, clip=clip, bf16=bf16, seed=seed,
-                    data=os.path.abspath(data or DEFAULT_DATA), init_from=init_from,
+                    decay_start=decay_start, clip=clip, bf16=bf16, seed=seed, data_stream=stream,
+                    data=os.path.abspath(data or DEFAULT_DATA),
+                    init_from=init_from or (state.get("init_from") if resumed else None),
                     wall_seconds=state["wall_seconds"], total_steps=steps,
                     init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes)
         if strategy != "one":
@@ -402,7 +432,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     lmbda_t = tf.constant(lmbda or 0.0, tf.float32)
     t_rate = 1.0
     # the same lambdas on every worker (seeded by the run's seed and its step)
-    rate_rng = np.random.default_rng([seed, int(step_var.numpy())])
+    rate_rng = np.random.default_rng([stream, int(step_var.numpy())])
     try:
         while frac() < 1.0 and not stop["flag"]:
             s = int(step_var.numpy())
