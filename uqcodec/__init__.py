@@ -11,5 +11,5 @@ from .errors import CodecError
 from .api import compress, decompress, compress_with_info, read_header
 from . import evaluate
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 __all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate"]
