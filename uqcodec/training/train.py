@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ..codec import lambda_at
+from ..codec import lambda_at, lambda_position
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "train")
 
@@ -194,7 +194,7 @@ def remap_gains(knots, old_range, new_range):
     knots = np.asarray(knots, np.float64)
     lo0, hi0 = (float(v) for v in old_range)
     lams = lambda_at(np.linspace(0.0, 1.0, len(knots)), *(float(v) for v in new_range))
-    pos = np.log(lams / lo0) / math.log(hi0 / lo0) * (len(knots) - 1)
+    pos = np.array([lambda_position(v, lo0, hi0) for v in lams]) * (len(knots) - 1)
     out = np.interp(pos, np.arange(len(knots)), knots)
     out = np.where(lams < lo0, knots[0] + 0.5 * np.log(lams / lo0), out)
     return np.where(lams > hi0, knots[-1] + 0.5 * np.log(lams / hi0), out)
