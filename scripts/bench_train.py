@@ -70,7 +70,8 @@ def run(args, workers, batch, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="hyperprior", choices=["hyperprior", "linear"])
+    from uqcodec import families
+    ap.add_argument("--model", default="hyperprior", choices=families.names())
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="per process in the first row")
     ap.add_argument("--steps", type=int, default=40, help="timed steps")

@@ -3,7 +3,7 @@
 (only possible when the CRCs pass) or raise uqcodec.CodecError -- nothing else, no
 hang, no huge allocation.
 
-    python scripts/fuzz.py N [--seed S] [--timeout SECONDS]
+    python scripts/fuzz.py N [--seed S] [--timeout SECONDS] [--crafted M]
 
 The base files are real encodes of the small crops in tests/data with both model
 families and both quantizers (one of them with several tiles). Mutation i is a
@@ -12,6 +12,14 @@ takes longer than --timeout is a hang (the worker is restarted). At the end the
 script prints the counts per outcome and mutation kind, the slowest file and the
 worker's peak RSS, and exits non-zero if anything but CodecError or a correct
 image came out. tests/test_robustness.py runs the same mutations in-process.
+
+After the N mutations come M crafted inputs (``--crafted``, default 200): random
+mutations never find a hyper-latent that drives the Gaussian tables wide (it needs a
+valid z stream whose integer hyper-synthesis gives high scale indices), so these
+re-encode a base file with crafted hyper-latents (each channel at an end of its
+support, at 0 or random, at a random rate parameter; scripts/hostile.py) around the
+decoder's work budget: each must decode, or be refused with a CodecError, in bounded
+time.
 """
 import argparse
 import os
@@ -29,6 +37,7 @@ DATA = os.path.join(ROOT, "tests", "data")
 
 KINDS = ("bitflip", "byteset", "truncate", "extend", "header_raw", "header_field",
          "payload_crc_ok", "streams_crc_ok")
+CRAFTED = "crafted_z"
 EXTREMES = (0, 1, 2, 7, 8, 63, 64, 65, 255, 256, 1023, 1024, 2047, 2048, 2049, 4096, 65535,
             65536, 65537, 2 ** 26, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1)
 
@@ -41,28 +50,27 @@ def _shipped(arch, training):
     card = zoo.default_model(arch)
     if card is None or card.get("training") != training:
         card = zoo.middle(arch, training)
-    if card is None:
-        raise SystemExit(f"no shipped {arch} {training} model")
-    return card["name"]
+    return card and card["name"]
 
 
 def base_files():
-    """Real encodes: [(name, bytes)] for both families, both quantizers, and a tiled file."""
+    """Real encodes: [(name, bytes)] for every family that ships models: its sr model with
+    both quantizers and a tiled file, its un model with universal quantization."""
     from PIL import Image
     import uqcodec
+    from uqcodec import families
     crop = np.asarray(Image.open(os.path.join(DATA, "kodim05_crop.png")).convert("RGB"))
     odd = np.asarray(Image.open(os.path.join(DATA, "kodim15_odd.png")).convert("RGB"))
-    hp_sr, lin_sr, hp_un = (_shipped("hyperprior", "sr"), _shipped("linear", "sr"),
-                            _shipped("hyperprior", "un"))
     out = []
-    for model in (hp_sr, lin_sr, hp_un):
-        for q in ("uq", "round"):
-            if model == hp_un and q == "round":
-                continue
-            out.append((f"{model}/{q}", uqcodec.compress(odd, model=model, seed=11, quantizer=q)))
-    for model in (hp_sr, lin_sr):  # 3x2 tiles of 64
-        out.append((f"{model}/tiled", uqcodec.compress(crop[:96, :160], model=model, seed=12,
-                                                       tile=64)))
+    for f in families.all_families():
+        sr, un = _shipped(f.name, "sr"), _shipped(f.name, "un")
+        for model, q in ((sr, "uq"), (sr, "round"), (un, "uq")):
+            if model:
+                out.append((f"{model}/{q}", uqcodec.compress(odd, model=model, seed=11,
+                                                             quantizer=q)))
+        if sr:  # 3x2 tiles of 64
+            out.append((f"{sr}/tiled", uqcodec.compress(crop[:96, :160], model=sr, seed=12,
+                                                        tile=64)))
     return out
 
 
@@ -156,6 +164,35 @@ def mutate(bases, seed, i):
     return kind, name, bytes(buf)
 
 
+def craft_z(bases, seed, i):
+    """Crafted input i: (CRAFTED, base name, bytes): a hyperprior base file re-encoded with
+    crafted hyper-latents and y = 0, at most 3x beyond the work budget (encoding costs
+    the same work as decoding)."""
+    import importlib.util
+    from uqcodec import codec, constants, container, entropy, zoo
+    spec = importlib.util.spec_from_file_location(
+        "hostile", os.path.join(ROOT, "scripts", "hostile.py"))
+    hostile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hostile)
+    rng = np.random.default_rng([seed, i, 7])
+    hp = [(n, d) for n, d in bases
+          if zoo.read_card(zoo.find_by_name(container.parse_header(d)[0].model)).get("arch")
+          == "hyperprior"]
+    name, data = hp[rng.integers(len(hp))]
+    h = container.parse_header(data)[0]
+    c = codec.load(zoo.find_by_name(h.model))
+    _, (lo, hi) = hostile.hyper(c)
+    pick = rng.integers(0, 4, len(lo))
+    z = np.where(pick == 0, lo, np.where(pick == 1, hi, np.where(
+        pick == 2, 0.0, rng.uniform(lo, hi))))
+    rate = int(rng.integers(constants.RATE_MIN, constants.RATE_MAX + 1)) if c.variable else 0
+    work = hostile.tile_entries(c, np.broadcast_to(z, (3, 3, len(z))), rate)
+    budget = entropy.GaussianCoder.work_budget or entropy.WORK_BUDGET
+    fill = 1.0 if work <= 3 * budget else float(rng.uniform(0.1, 3.0)) * budget / work
+    return CRAFTED, name, hostile.craft(c, h.height, h.width, h.tile or 1024, rate, z_top=z,
+                                        fill=fill, seed=h.seed, quantizer=h.quantizer)
+
+
 def uqcodec_error():
     from uqcodec import CodecError
     return CodecError
@@ -189,13 +226,14 @@ def peak_rss_mb():
     return float("nan")
 
 
-def _worker(conn, seed, start, stop):
+def _worker(conn, seed, start, stop, mutations=None):
     """Decode mutations start..stop-1, sending (i, kind, outcome, seconds, detail)."""
     os.environ.setdefault("UQCODEC_THREADS", "1")
     bases = base_files()
     conn.send(("ready", peak_rss_mb()))
     for i in range(start, stop):
-        kind, name, data = mutate(bases, seed, i)
+        kind, name, data = (mutate(bases, seed, i) if mutations is None or i < mutations
+                            else craft_z(bases, seed, i))
         conn.send(("start", i))
         t = time.perf_counter()
         try:
@@ -212,6 +250,8 @@ def main():
     ap.add_argument("n", type=int, nargs="?", default=20000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per file")
+    ap.add_argument("--crafted", type=int, default=200,
+                    help="crafted hyper-latents after the N mutations")
     args = ap.parse_args()
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
@@ -219,9 +259,11 @@ def main():
     slowest, rss = (0.0, None), 0.0
     t0 = time.time()
     i = 0
+    mutations, args.n = args.n, args.n + args.crafted
     while i < args.n:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, args.seed, i, args.n), daemon=True)
+        p = ctx.Process(target=_worker, args=(child, args.seed, i, args.n, mutations),
+                        daemon=True)
         p.start()
         current, ready_wait = None, 600.0
         while True:
@@ -272,7 +314,7 @@ def main():
     print(f"outcomes: decoded {counts.get('decoded', 0)}, CodecError "
           f"{counts.get('codec_error', 0)}, other exceptions {len(crashes)}, hangs "
           f"(> {args.timeout:.0f} s) {len(hangs)}")
-    for kind in KINDS:
+    for kind in KINDS + (CRAFTED,):
         print(f"  {kind:15s} {by_kind.get(kind, {})}")
     print(f"slowest input: {slowest[0]:.2f} s (#{slowest[1]}); worker peak RSS {rss:.0f} MB")
     sys.exit(1 if crashes or hangs else 0)

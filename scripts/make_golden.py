@@ -54,7 +54,7 @@ def main():
     args = ap.parse_args()
     os.environ["UQCODEC_MODELS"] = GOLDEN_MODELS
     import uqcodec
-    from uqcodec import codec, container, zoo
+    from uqcodec import codec, container, rateset, zoo
     full = np.asarray(Image.open(os.path.join(ROOT, "tests", "data", "kodim05_crop.png"))
                       .convert("RGB"))
     small = full[32:64, 56:104]
@@ -69,7 +69,7 @@ def main():
         jobs = [(q, small, container.DEFAULT_TILE, "", 0) for q in ("uq", "round")]
         jobs.append(("uq", full, 64, "_tiled", 0))
         if c.variable:  # the lowest and the highest rate parameter of its range
-            opts = codec.RateSet([c]).options()
+            opts = rateset.RateSet([c]).options()
             jobs = [(q, small, container.DEFAULT_TILE, f"_r{r}", r)
                     for q, r in (("uq", opts[0][1]), ("round", opts[-1][1]))]
         for q, img, tile, suffix, rate in jobs:

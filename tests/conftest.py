@@ -25,8 +25,16 @@ def shipped(arch):
     return card["name"]
 
 
-@pytest.fixture(params=["linear", "hyperprior"])
+def family_names():
+    """Every registered model family (uqcodec/families.py) that ships models."""
+    from uqcodec import families, zoo
+    shipped = {c.get("arch") for c in zoo.list_models()}
+    return [n for n in families.names() if n in shipped]
+
+
+@pytest.fixture(params=family_names())
 def family(request):
+    """A shipped fixed-rate model of each family."""
     return shipped(request.param)
 
 

@@ -137,7 +137,7 @@ def test_paper_plan_and_matched_points_of_fixed_and_variable_models():
     """--paper measures a variable-rate set also at the lambdas of the fixed-rate models
     of its family, so UN+Q / UN+UQ (fixed un models) and UN+UQ+SR / UN+SR+Q (the sr
     set) meet at matched points."""
-    from uqcodec import codec, report
+    from uqcodec import rates, report
     un = {"name": "hp-un-0.03", "arch": "hyperprior", "training": "un", "lambda": 0.03}
     far = {"name": "hp-un-1", "arch": "hyperprior", "training": "un", "lambda": 1.0}
     lo = {"name": "v-lo", "arch": "hyperprior", "training": "sr", "lambda_range": [0.001, 0.01],
@@ -148,7 +148,7 @@ def test_paper_plan_and_matched_points_of_fixed_and_variable_models():
     qs = [q for c, quant, _, q in settings if c["name"] == "v-lo+v-hi" and quant == "uq"]
     extra = [q for q in qs if q not in evaluate.EVAL_QUALITIES]
     assert len(extra) == 1 and len(qs) == len(evaluate.EVAL_QUALITIES) + 1  # 1.0 is out of range
-    assert abs(codec.quality_lambda(extra[0], 0.001, 0.1) / 0.03 - 1) < 1e-12
+    assert abs(rates.quality_lambda(extra[0], 0.001, 0.1) / 0.03 - 1) < 1e-12
     assert not [q for c, _, _, q in evaluate.plan([un, lo, hi]) if q not in (None,) +
                 evaluate.EVAL_QUALITIES]  # without --paper: the usual qualities
 
@@ -157,7 +157,7 @@ def test_paper_plan_and_matched_points_of_fixed_and_variable_models():
                 "quantizer": quantizer, "variable": variable, "refine": 0,
                 "points": [{"setting": s, "lambda": l, "bpp": b, "psnr": p, "ms_ssim": 0.9}
                            for s, l, b, p in pts]}
-    lam = codec.quality_lambda(extra[0], 0.001, 0.1)
+    lam = rates.quality_lambda(extra[0], 0.001, 0.1)
     curves = [curve("a", "un", "round", False, [("hp-un-0.03", 0.03, 1.0, 33.0)]),
               curve("b", "un", "uq", False, [("hp-un-0.03", 0.03, 1.1, 33.2)]),
               curve("c", "sr", "uq", True, [("v q0", 0.001, 0.2, 27.0),
@@ -172,7 +172,7 @@ def test_paper_plan_puts_the_variable_sets_of_a_family_on_one_lambda_grid():
     """With --paper, a un rate set over a narrower range is measured at the lambdas of the
     family's quality grid (the sr set's points) that fall in its range, plus its ends, so
     every point of the un set has an sr point at the same lambda."""
-    from uqcodec import codec
+    from uqcodec import rates
 
     def card(name, training, lo, hi):
         return {"name": name, "arch": "hyperprior", "training": training,
@@ -184,7 +184,7 @@ def test_paper_plan_puts_the_variable_sets_of_a_family_on_one_lambda_grid():
     def lambdas(name, quant):
         (c,) = {id(c): c for c, _, _, _ in settings if c["name"] == name}.values()
         lo, hi = c["lambda_range"]
-        return [codec.quality_lambda(q, lo, hi) for d, qz, _, q in settings
+        return [rates.quality_lambda(q, lo, hi) for d, qz, _, q in settings
                 if d["name"] == name and qz == quant]
     sr, un = lambdas("s-lo+s-hi", "uq"), lambdas("u-lo+u-hi", "uq")
     assert len(sr) == len(evaluate.EVAL_QUALITIES)  # the widest set: its usual points
@@ -192,3 +192,52 @@ def test_paper_plan_puts_the_variable_sets_of_a_family_on_one_lambda_grid():
     assert min(un) == 0.0004 and abs(max(un) / 0.04 - 1) < 1e-12  # its own ends
     inner = [l for l in un if l < 0.0399]
     assert len(inner) >= 7 and all(any(abs(l / s - 1) < 1e-9 for s in sr) for l in inner)
+
+
+def test_avif_and_jpeg_xl_baselines_with_limit(images, tmp_path):
+    """--baselines avif,jxl --limit 1: the first image only (in name order), AVIF's
+    quality sweep measured on it (Pillow's AVIF encoder, speed 6, 4:2:0: the same bytes
+    as Pillow writes with those options), rate growing with quality; JPEG XL with
+    cjxl/djxl effort 7 where they are installed, else skipped with a warning that says
+    why, noted in summary.json, and the run goes on."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from uqcodec import baselines
+    from uqcodec.baselines import QUALITIES
+    why = baselines.available("avif")
+    if why:
+        pytest.skip(f"AVIF cannot run here: {why}")
+    d, _ = images
+    out = tmp_path / "res"
+    r = run_cli("eval", str(d), "--models", "none", "--baselines", "avif,jxl", "--limit", "1",
+                "--anchors", "none", "--quiet", "--out", str(out), env=ENV)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    s = json.load(open(out / "summary.json"))
+    assert s["images"] == ["kodim05_crop.png"] and {r["image"] for r in rows} == set(s["images"])
+    want = {"AVIF s6 (Pillow)": QUALITIES["avif"]}
+    jxl = baselines.available("jxl")
+    if jxl is None:
+        want["JPEG XL (cjxl e7)"] = QUALITIES["jxl"]
+        assert s["skipped"] == []
+    else:
+        assert f"uqcodec: warning: skipping jxl: {jxl}" in r.stderr.splitlines()
+        assert s["skipped"] == [f"jxl: {jxl}"]
+    assert {r["curve"] for r in rows} == set(want)
+    rgb = np.asarray(Image.open(d / "kodim05_crop.png").convert("RGB"))
+    for name, qualities in want.items():
+        mine = [r for r in rows if r["curve"] == name]
+        assert [int(r["quality"]) for r in mine] == list(qualities)
+        bpp = [float(r["bpp"]) for r in mine]
+        psnr = [float(r["psnr"]) for r in mine]
+        assert bpp == sorted(bpp) and bpp[0] < 0.5 * bpp[-1], (name, bpp)
+        assert psnr[-1] > psnr[0] + 5 and all(20 < p < 60 for p in psnr), (name, psnr)
+        (curve,) = [c for c in s["curves"] if c["name"] == name]
+        assert len(curve["points"]) == len(qualities)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "AVIF", quality=50, speed=6, subsampling="4:2:0")
+    (q50,) = [r for r in rows if r["curve"] == "AVIF s6 (Pillow)" and r["quality"] == "50"]
+    assert int(q50["bytes"]) == len(buf.getvalue())

@@ -53,6 +53,36 @@ def test_ms_ssim_identical_is_one():
     assert ms_ssim(crop[..., 0], crop[..., 0]) == 1.0
 
 
+def test_ms_ssim_falls_with_distortion():
+    crop = load("kodim19_crop.png")
+    big = np.concatenate([crop, crop[::-1]], 0)
+    big = np.concatenate([big, big[:, ::-1]], 1)  # 192x320: the standard 5-scale window
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(big.shape)
+    noisy = [ms_ssim(big, np.clip(np.rint(big + s * noise), 0, 255).astype(np.uint8))
+             for s in (2, 6, 18)]
+    compressed = [ms_ssim(big, jpeg(big, q)) for q in (90, 50, 10)]
+    for values in (noisy, compressed):
+        assert 1.0 > values[0] > values[1] > values[2] > 0.3, values
+    assert ms_ssim(big, jpeg(big, 50)) == ms_ssim(jpeg(big, 50), big)  # symmetric
+
+
+def test_ms_ssim_of_flat_images_is_the_luminance_term():
+    """Known value: for two flat images every contrast-structure term is 1 (no variance)
+    and the last scale's SSIM is its luminance term l = (2 a b + C1) / (a^2 + b^2 + C1),
+    C1 = (0.01 * 255)^2, so MS-SSIM is the mean over channels of l ** 0.1333 (the weight
+    of the last scale)."""
+    a, b = (100.0, 50.0, 200.0), (110.0, 50.0, 180.0)
+    x = np.ones((192, 192, 3)) * np.array(a, np.uint8)
+    y = np.ones((192, 192, 3)) * np.array(b, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    want = np.mean([((2 * p * q + c1) / (p * p + q * q + c1)) ** 0.1333 for p, q in zip(a, b)])
+    assert want < 1 - 1e-4  # far from 1 at the tolerance below
+    assert ms_ssim(x.astype(np.uint8), y.astype(np.uint8)) == pytest.approx(want, abs=1e-6)
+    assert ms_ssim(x[..., 0].astype(np.uint8), y[..., 0].astype(np.uint8)) == pytest.approx(
+        ((2 * a[0] * b[0] + c1) / (a[0] ** 2 + b[0] ** 2 + c1)) ** 0.1333, abs=1e-6)
+
+
 A_RATE = [0.2, 0.4, 0.8, 1.6, 2.4]
 A_PSNR = [26.0, 29.0, 32.0, 35.0, 37.0]
 

@@ -1,6 +1,7 @@
 """Training smoke tests (a few steps on tiny crops), resume, export, and coding with the result."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +10,30 @@ import uqcodec
 from conftest import DATA, load
 
 SMALL = {"linear": {"M": 24}, "hyperprior": {"N": 16, "M": 24}}
+ADAM_STEPS = "opt/_iterations/.ATTRIBUTES/VARIABLE_VALUE"  # in a run's checkpoint
+ADAM_BETA2 = 0.999  # Keras' default, which training uses
+
+
+def _weights(run):
+    with np.load(os.path.join(run, "weights.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _checkpoint(run):
+    """{name: value} of the latest checkpoint of a training run."""
+    from uqcodec.training import _tf
+    tf, _ = _tf.load()
+    reader = tf.train.load_checkpoint(os.path.join(run, "ckpt"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+
+
+def _adam_moments(ckpt):
+    """Adam's second moments in a checkpoint: the optimizer keeps, per weight, the first
+    moment then the second (slots 1, 2 for the first weight, 3, 4 for the next, ...)."""
+    v = {k: a for k, a in ckpt.items()
+         if k.startswith("opt/_variables/") and int(k.split("/")[2]) % 2 == 0}
+    assert all(np.all(a >= 0) for a in v.values())  # second moments
+    return v
 
 
 @pytest.mark.parametrize("arch", ["linear", "hyperprior"])
@@ -22,10 +47,31 @@ def test_train_resume_export_code(tmp_path, arch, mode):
     train.train(arch, mode, 0.01, run, steps=2, **kw)
     with open(os.path.join(run, "train.json")) as f:
         assert json.load(f)["steps"] == 2
+    w2, ckpt2 = _weights(run), _checkpoint(run)
+    assert int(ckpt2[ADAM_STEPS]) == 2
+    # a resume that takes no step writes back exactly the checkpoint's weights (a fresh
+    # start from the same seed would write the initial ones, two Adam steps away), and
+    # its checkpoint keeps the optimizer's state
+    again = str(tmp_path / "again")
+    shutil.copytree(run, again)
+    assert train.train(arch, mode, 0.01, again, steps=2, resume=True, **kw)["steps"] == 2
+    w = _weights(again)
+    assert w.keys() == w2.keys() and all(np.array_equal(w[k], w2[k]) for k in w2)
+    assert _adam_moments(_checkpoint(again)).keys() == _adam_moments(ckpt2).keys()
     train.train(arch, mode, 0.01, run, steps=4, resume=True, **kw)
     with open(os.path.join(run, "train.json")) as f:
         state = json.load(f)
     assert state["steps"] == 4
+    # the optimizer went on from its saved state: 4 Adam steps, not 2 of a new optimizer,
+    # and second moments v4 = b2^2 v2 + (1 - b2)(b2 g3^2 + g4^2) >= b2^2 v2 for every
+    # weight (new moments would be (1 - b2)(b2 g3^2 + g4^2) alone, below that wherever
+    # this step's gradients are smaller than the first two steps')
+    ckpt4 = _checkpoint(run)
+    assert int(ckpt4[ADAM_STEPS]) == 4
+    v2, v4 = _adam_moments(ckpt2), _adam_moments(ckpt4)
+    assert v2.keys() == v4.keys() and sum(float(v.sum()) for v in v2.values()) > 0
+    for k in v2:
+        assert np.all(v4[k] >= ADAM_BETA2 ** 2 * v2[k] * (1 - 1e-6)), k
     if mode == "sr":
         assert state["alpha"] > 1.0
     out = str(tmp_path / f"{arch}-{mode}")
@@ -38,6 +84,63 @@ def test_train_resume_export_code(tmp_path, arch, mode):
         np.testing.assert_array_equal(uqcodec.decompress(data, model=out), info["reconstruction"])
         # exact coding distributions: the file size is the model's rate
         assert 8 * len(data) <= 1.01 * info["rate_bits"] + 8 * 100 + 96
+
+
+def test_export_measures_the_model_on_kodak(tmp_path):
+    """export_model(..., measure=True, kodak=DIR) fills the card's Kodak numbers: the mean
+    bpp (real files, header included; image i coded with dither seed 1 + i) and PSNR over
+    the images of DIR."""
+    from PIL import Image
+
+    from uqcodec.metrics import psnr
+    from uqcodec.training import train
+    from uqcodec.training.export import export_model
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    images = [load("kodim05_crop.png"), load("kodim15_odd.png")]
+    for i, x in enumerate(images):
+        Image.fromarray(x).save(kodak / f"kodim{i + 1:02d}.png")
+    run, out = str(tmp_path / "run"), str(tmp_path / "model")
+    train.train("linear", "un", 0.01, run, steps=1, data=DATA, patch=64, batch=2,
+                progress=False, bf16=False, model_args={"M": 24}, export=False,
+                log_every=1000)
+    card = export_model(run, out, measure=True, kodak=str(kodak))
+    bpp, db = [], []
+    for i, x in enumerate(images):
+        data = uqcodec.compress(x, model=out, seed=1 + i)
+        bpp.append(8 * len(data) / (x.shape[0] * x.shape[1]))
+        db.append(psnr(x, uqcodec.decompress(data, model=out)))
+    assert card["kodak_images"] == 2
+    assert card["kodak_bpp"] == round(float(np.mean(bpp)), 4)
+    assert card["kodak_psnr"] == round(float(np.mean(db)), 3)
+    assert uqcodec.zoo.read_card(out)["kodak_bpp"] == card["kodak_bpp"]  # in the card
+    # without measure (or without the folder), the card says "not measured"
+    assert export_model(run, str(tmp_path / "m2"), measure=False)["kodak_bpp"] is None
+
+
+def test_time_budget_and_periodic_checkpoints(tmp_path):
+    """--minutes: the run stops at its wall-time budget, long before its steps, and its
+    schedules follow the time (the learning rate has decayed to about 1/100 at the end,
+    where the step count is still in the warm-up of a million steps); ckpt_minutes:
+    checkpoints are written during the run, not only at its end."""
+    from uqcodec.training import _tf, train
+    tf, _ = _tf.load()
+    run, budget, lr = str(tmp_path / "run"), 0.15, 1e-3
+    state = train.train("linear", "un", 0.01, run, steps=10 ** 6, minutes=budget,
+                        ckpt_minutes=0.02, data=DATA, patch=64, batch=2, lr=lr, warmup=2,
+                        progress=False, bf16=False, model_args={"M": 24}, export=False,
+                        log_every=10 ** 6)
+    assert 1 < state["steps"] < 10 ** 6 and state["minutes"] == budget
+    assert 60 * budget <= state["wall_seconds"] < 60 * budget + 15, state["wall_seconds"]
+    ckpt = _checkpoint(run)
+    assert int(ckpt["step/.ATTRIBUTES/VARIABLE_VALUE"]) == state["steps"]
+    assert float(ckpt["opt/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"]) < 0.05 * lr
+    # the checkpoint manager numbers its saves: before the final save (the last number)
+    # came periodic ones, every 1.2 s; the older of the two it keeps is from mid-run
+    saved = tf.train.get_checkpoint_state(os.path.join(run, "ckpt")).all_model_checkpoint_paths
+    assert len(saved) == 2 and int(saved[-1].rsplit("-", 1)[1]) >= 3, list(saved)
+    older = tf.train.load_checkpoint(saved[0]).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert 0 < int(older) < state["steps"]
 
 
 def test_warm_start(tmp_path):
@@ -164,3 +267,32 @@ def test_widened_model_computes_what_the_small_one_did(tmp_path, crop):
     with pytest.raises(ValueError, match="can only grow"):
         train.train("hyperprior", "un", 0.01, str(tmp_path / "c"), steps=1, init_from=small_dir,
                     model_args={"N": 8}, **kw)
+
+
+def test_resume_from_carried_weights_continues_the_schedule(tmp_path, capfd):
+    """A run carried to another machine as its weights.npz and train.json (the committed
+    resume point, no optimizer state) goes on at its step with its schedule and config,
+    starting from exactly those weights."""
+    import shutil
+    from uqcodec.training import train
+    kw = dict(data=DATA, patch=64, batch=2, lr=1e-3, warmup=2, progress=False, bf16=False,
+              export=False, log_every=1000)
+    run, carried = tmp_path / "run", tmp_path / "carried"
+    train.train("hyperprior", "sr", (0.001, 0.1), str(run), steps=3,
+                model_args={"N": 16, "M": 24}, **kw)
+    carried.mkdir()
+    for f in ("weights.npz", "train.json"):
+        shutil.copy(run / f, carried / f)
+    before = dict(np.load(carried / "weights.npz"))
+    # no step to take: the weights written back are the carried ones, bit for bit
+    state = train.train("hyperprior", "sr", (0.001, 0.1), str(carried), steps=3, resume=True,
+                        **kw)
+    assert state["steps"] == 3 and state["N"] == 16 and state["M"] == 24
+    after = dict(np.load(carried / "weights.npz"))
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert "from its weights" in capfd.readouterr().err
+    state = train.train("hyperprior", "sr", (0.001, 0.1), str(carried), steps=5, resume=True,
+                        **kw)
+    assert state["steps"] == 5 and state["lambda_range"] == [0.001, 0.1]
+    moved = dict(np.load(carried / "weights.npz"))
+    assert any(not np.array_equal(before[k], moved[k]) for k in before)

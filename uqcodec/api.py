@@ -9,6 +9,60 @@ MAX_SEED = (1 << 64) - 1
 MAX_REFINE = 10000
 
 
+def _is_int(v):
+    import numbers
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    import math
+    import numbers
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_model(model):
+    ok = model is None or isinstance(model, (str, os.PathLike)) or (
+        isinstance(model, (list, tuple)) and model
+        and all(isinstance(m, (str, os.PathLike)) for m in model))
+    if not ok:
+        raise CodecError("model must be a model name or directory, or a list of them, not "
+                         f"{type(model).__name__}")
+
+
+def _check_threads():
+    n = os.environ.get("UQCODEC_THREADS")
+    if n and not (n.strip().isdigit() and int(n) > 0):
+        raise CodecError(f"UQCODEC_THREADS must be a positive integer, not {n[:20]!r}")
+
+
+def _check_compress(image, model, seed, quantizer, quality, tile, refine, progress, warn,
+                    target_bpp, target_psnr):
+    """Every argument of ``compress_with_info`` checked before any work: a CodecError with
+    a short message instead of a TypeError or ValueError from deep inside."""
+    import numpy as np
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
+        raise CodecError("image must be a path, the bytes of an image file or an HxWx3 "
+                         f"uint8 array, not {type(image).__name__}")
+    _check_model(model)
+    if seed is not None and not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+        raise CodecError("seed must be an integer in [0, 2^64)")
+    if not isinstance(quantizer, str) or quantizer not in container.QUANTIZERS:
+        raise CodecError(f"unknown quantizer {str(quantizer)[:20]!r} (choose uq or round)")
+    for name, v in (("quality", quality), ("target_bpp", target_bpp),
+                    ("target_psnr", target_psnr)):
+        if v is not None and not _is_number(v):
+            raise CodecError(f"{name} must be a number")
+    if tile is not None and not _is_int(tile):
+        raise CodecError(f"tile must be an integer (a multiple of {container.TILE_MULTIPLE} "
+                         f"from {container.MIN_TILE} to {container.MAX_TILE})")
+    if refine is not None and not (_is_int(refine) and 0 <= refine <= MAX_REFINE):
+        raise CodecError(f"refine must be 0..{MAX_REFINE} steps")
+    for name, f in (("progress", progress), ("warn", warn)):
+        if f is not None and not callable(f):
+            raise CodecError(f"{name} must be a function")
+    _check_threads()
+
+
 def _model_dir(model=None, quality=None):
     from . import zoo
     return zoo.resolve(model, quality)
@@ -22,30 +76,26 @@ def _as_set(model):
 
 
 def _choose(model, quality):
-    """A model directory (fixed rate) or a ``codec.RateSet`` (variable rate). Without a
-    model: the default family's variable-rate models as one rate set, else (none ship)
-    its fixed-rate ladder, where ``quality`` 1..N picks one model. ``model`` may also be
-    a list of variable-rate models, or their names separated by commas (one rate set)."""
+    """A ``rateset.RateSet``: without a model, the default family's variable-rate models
+    as one rate set, else (none ship) the model of its fixed-rate ladder that ``quality``
+    1..N picks; ``model``: a model (a variable-rate model is a rate set of its own, a
+    fixed-rate one a set of one rate), or a list of variable-rate models or their names
+    separated by commas (one rate set). Returns (rate set, quality for its encode)."""
     from . import codec, zoo
+    from .rateset import RateSet
     model = _as_set(model)
     if model is None:
         cards = zoo.default_variable()
         if cards:
-            return codec.RateSet([codec.load(c["path"]) for c in cards])
+            return RateSet([codec.load(c["path"]) for c in cards]), quality
         if quality is not None and float(quality) != int(quality):
             raise CodecError("quality picks one of the fixed-rate models here: give an "
                              "integer 1..N (uqcodec models)")
-        return zoo.resolve(None, None if quality is None else int(quality))
+        path = zoo.resolve(None, None if quality is None else int(quality))
+        return RateSet([codec.load(path)]), None
     if isinstance(model, (list, tuple)):
-        return codec.RateSet([codec.load(zoo.resolve(m)) for m in model])
-    path = zoo.resolve(model)
-    c = codec.load(path)
-    if c.variable:
-        return codec.RateSet([c])
-    if quality is not None:
-        raise CodecError("give either --model or --quality, not both (the model "
-                         f"{c.name} has one rate)")
-    return path
+        return RateSet([codec.load(zoo.resolve(m)) for m in model]), quality
+    return RateSet([codec.load(zoo.resolve(model))]), quality
 
 
 def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=None,
@@ -55,7 +105,8 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     warnings and, with ``reconstruct``, the encoder-side reconstruction.
     ``progress(n)``: called after each refinement step. ``target_bpp``/``target_psnr``:
     a variable-rate model searches the rate for this image (``RateSet.encode_target``)."""
-    from . import codec
+    _check_compress(image, model, seed, quantizer, quality, tile, refine, progress, warn,
+                    target_bpp, target_psnr)
     if quantizer not in container.QUANTIZERS:
         raise CodecError(f"unknown quantizer {quantizer!r} (choose uq or round)")
     if seed is None:
@@ -71,33 +122,23 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     targets = [t for t in (target_bpp, target_psnr) if t is not None]
     if len(targets) + (quality is not None) > 1:
         raise CodecError("give one of --quality, --target-bpp and --target-psnr")
-    chosen = _choose(model, None if targets else quality)
-    if isinstance(chosen, codec.RateSet):
-        if targets and refine:
+    chosen, quality = _choose(model, quality)
+    if targets:
+        if refine:
             raise CodecError("--target-bpp/--target-psnr do not combine with --refine yet")
-        if targets:
-            data, info = chosen.encode_target(rgb, int(seed), quantizer, mode, tile,
-                                              bpp=target_bpp, psnr=target_psnr)
-            t = info["target"]
-            if not t["reached"]:
-                notes = list(notes) + [
-                    f"target {t['wanted']:g} {t['kind']} is out of reach for {chosen.name}: "
-                    f"nearest {t['got']:.4g} {t['kind']} ({info['model']}, rate {info['rate']})"]
-            if reconstruct:
-                c = next(c for c in chosen.codecs if c.name == info["model"])
-                info["reconstruction"] = c.decode(*container.unpack(data))
-        else:
-            data, info = chosen.encode(rgb, int(seed), quantizer, mode, reconstruct, tile,
-                                       codec.DEFAULT_QUALITY if quality is None else quality,
-                                       refine=int(refine or 0), progress=progress)
+        data, info = chosen.encode_target(rgb, int(seed), quantizer, mode, tile,
+                                          bpp=target_bpp, psnr=target_psnr)
+        t = info["target"]
+        if not t["reached"]:
+            notes = list(notes) + [
+                f"target {t['wanted']:g} {t['kind']} is out of reach for {chosen.name}: "
+                f"nearest {t['got']:.4g} {t['kind']} ({info['model']}, rate {info['rate']})"]
+        if reconstruct:
+            c = next(c for c in chosen.codecs if c.name == info["model"])
+            info["reconstruction"] = c.decode(*container.unpack(data))
     else:
-        if targets:
-            raise CodecError("--target-bpp/--target-psnr need a variable-rate model "
-                             f"({os.path.basename(chosen)} has one rate)")
-        c = codec.load(chosen)
-        data, info = c.encode(rgb, int(seed), quantizer, mode, reconstruct, tile=tile,
-                              refine=int(refine or 0), progress=progress)
-        info["model"] = c.name
+        data, info = chosen.encode(rgb, int(seed), quantizer, mode, reconstruct, tile, quality,
+                                   refine=int(refine or 0), progress=progress)
     info["warnings"] = notes
     return data, info
 
@@ -128,15 +169,25 @@ def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=No
 
 
 def read_header(data):
+    """.uq bytes (the header is enough) -> ``container.Header``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError(f"read_header expects bytes, not {type(data).__name__}")
     return container.parse_header(data)[0]
 
 
 def decompress(data, model=None, rgb=False):
-    """.uq bytes -> uint8 array (HxWx3; HxW for grayscale originals unless ``rgb``)."""
+    """.uq bytes -> uint8 array (HxWx3; HxW for grayscale originals unless ``rgb``).
+    ``data`` may also be an open ``container.File`` (``container.open_file``: its
+    streams are read from the file tile by tile)."""
     from . import codec, zoo
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CodecError("decompress expects bytes")
-    header, streams = container.unpack(bytes(data))
+    _check_model(model)
+    _check_threads()
+    if isinstance(data, container.File):
+        header, streams = data.header, data.streams
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        header, streams = container.unpack(bytes(data))
+    else:
+        raise CodecError(f"decompress expects bytes, not {type(data).__name__}")
     model = _as_set(model)
     if isinstance(model, (list, tuple)):  # a rate set: the model the file names
         paths = [zoo.resolve(m) for m in model]

@@ -12,7 +12,8 @@ from .errors import CodecError
 
 
 def _fail(msg, code=1):
-    click.echo(f"uqcodec: error: {msg}", err=True)
+    from .errors import printable
+    click.echo(f"uqcodec: error: {printable(msg)}", err=True)
     sys.exit(code)
 
 
@@ -24,8 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CodecError as e:
             _fail(str(e))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (batch.Terminated)
+            _fail(*(("terminated", 143) if type(e).__name__ == "Terminated"
+                    else ("interrupted", 130)))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
                 SystemExit):
             raise
@@ -39,14 +41,25 @@ class _Group(click.Group):
             _fail(f"internal error: {type(e).__name__}: {e}", 2)
 
 
-def _check_output(path, force):
+def _check_output(path, force, source=None):
+    """Refuse an output that is a directory, the input ``source`` itself (also through
+    a link), exists without --force, or lies in a missing folder."""
     if os.path.isdir(path):
         raise CodecError(f"{path}: is a directory")
+    if source is not None and _same_file(path, source):
+        raise CodecError(f"{path}: the output would overwrite the input")
     if os.path.exists(path) and not force:
         raise CodecError(f"{path} exists (use --force to overwrite)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CodecError(f"{folder}: no such directory")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,8 +76,25 @@ def main():
     """
 
 
+class _FamilyName(click.ParamType):
+    """A model family of the registry (read when the command runs: a family registered
+    at run time is a valid choice)."""
+    name = "family"
+
+    def get_metavar(self, param, ctx=None):
+        from . import families
+        return "[" + "|".join(families.names()) + "]"
+
+    def convert(self, value, param, ctx):
+        from . import families
+        if value not in families.names():
+            self.fail(f"{value!r} is not a model family (choose {', '.join(families.names())})",
+                      param, ctx)
+        return value
+
+
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--output", type=click.Path(),
               help="Output file (default: IMAGE with .uq); only with a single IMAGE.")
 @click.option("--model", "model", metavar="NAME|DIR",
@@ -104,6 +134,7 @@ def compress(images, output, model, quality, target_bpp, target_psnr, seed, quan
     Several files are coded in parallel; a bad file is reported at the end and
     does not stop the others (exit code 1 if any failed)."""
     from . import api, batch
+    batch.stop_on_sigterm()
     files, had_dir = batch.expand(images, batch.IMAGE_EXTS)
     opts = dict(model=model, seed=seed, quantizer=quantizer, quality=quality, tile=tile,
                 refine=refine, target_bpp=target_bpp, target_psnr=target_psnr)
@@ -115,7 +146,7 @@ def compress(images, output, model, quality, target_bpp, target_psnr, seed, quan
         return
     image = files[0]
     out = output or os.path.splitext(image)[0] + ".uq"
-    _check_output(out, force)
+    _check_output(out, force, image)
     if refine:
         data, info = _refined(image, opts)
     else:
@@ -160,6 +191,7 @@ def _refined(image, opts):
 def _batch(kind, jobs, n_jobs, force):
     """Run a batch; one line per failure at the end, exit code 1 if any failed."""
     from . import batch
+    from .errors import printable
     if not jobs:
         raise CodecError("no input files")
     failures = batch.run(kind, jobs, n_jobs, check_output=lambda out: _check_output(out, force))
@@ -167,13 +199,13 @@ def _batch(kind, jobs, n_jobs, force):
     click.echo(f"{kind}ed {done} of {len(jobs)} files" + (f", {len(failures)} failed"
                                                           if failures else ""))
     for src, msg in failures:
-        click.echo(f"uqcodec: error: {batch.message(src, msg)}", err=True)
+        click.echo(f"uqcodec: error: {printable(batch.message(src, msg))}", err=True)
     if failures:
         sys.exit(1)
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--output", type=click.Path(),
               help="Output PNG (default: FILE with .png); only with a single FILE.")
 @click.option("--model", "model", metavar="NAME|DIR",
@@ -187,6 +219,7 @@ def decompress(files, output, model, jobs, force):
     Several files are decoded in parallel; a bad file is reported at the end and
     does not stop the others (exit code 1 if any failed)."""
     from . import api, batch, imageio
+    batch.stop_on_sigterm()
     paths, had_dir = batch.expand(files, batch.UQ_EXTS)
     if len(paths) != 1 or had_dir:
         if output:
@@ -196,55 +229,72 @@ def decompress(files, output, model, jobs, force):
         return
     file = paths[0]
     out = output or os.path.splitext(file)[0] + ".png"
-    _check_output(out, force)
-    data = _read(file)
-    pixels = api.decompress(data, model=model)
+    _check_output(out, force, file)
+    with _read(file) as data:  # read tile by tile, in bounded memory
+        pixels = api.decompress(data, model=model)
     _write(out, imageio.png_bytes(pixels))
     click.echo(f"{out}: {pixels.shape[1]}x{pixels.shape[0]}")
 
 
 def _read(path):
+    """Open a .uq file for decoding (``container.open_file``: the header first, bounded
+    reads, the payload CRC in chunks; streams are read when a tile needs them)."""
+    from . import container
     if not os.path.exists(path):
         raise CodecError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CodecError(f"{path}: is a directory")
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return container.open_file(path)
     except OSError as e:
         raise CodecError(f"{path}: {e.strerror}") from None
 
 
 @main.command()
-@click.argument("file", type=click.Path())
+@click.argument("file", type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
 def info(file, as_json):
     """Print the header of a .uq FILE."""
-    from . import container
-    data = _read(file)
-    header, streams = container.unpack(data)
+    from .errors import printable
+    with _read(file) as f:
+        header = f.header
     d = header.as_dict()
-    d["file_bytes"] = len(data)
-    d["bpp"] = round(8 * len(data) / (header.width * header.height), 6)
+    d["file_bytes"] = f.size
+    d["bpp"] = round(8 * f.size / (header.width * header.height), 6)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     for k in ("version", "model", "fingerprint", "quantizer", "width", "height", "tile", "mode",
               "seed", "rate", "stream_lengths", "file_bytes", "bpp"):
         if k != "rate" or header.version >= 3:  # the rate parameter: version 3
-            click.echo(f"{k:15s} {d[k]}")
+            click.echo(f"{k:15s} {printable(d[k]) if k == 'model' else d[k]}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of model cards.")
-def models(as_json):
+@click.option("--families", "show_families", is_flag=True,
+              help="List the model families (what --model of uqcodec train takes) and what "
+                   "each can do, instead of the models.")
+def models(as_json, show_families):
     """List the shipped models (the default is marked with *).
 
     quality: the range of --quality that each variable-rate model serves in the default
     rate set (a variable-rate model alone, --model NAME, takes 0..10 over its own lambda
     range); where no variable-rate models ship, the --quality that picks a fixed-rate
     model of the default ladder."""
-    from . import zoo
+    from . import families, zoo
+    if show_families:
+        caps = ("hyper_latent", "variable_rate", "refine", "widen", "legacy")
+        rows = [{"name": f.name, "description": f.description,
+                 **{c: getattr(f, c) for c in caps}} for f in families.all_families()]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            can = ", ".join(c.replace("_", " ") for c in caps if r[c]) or "-"
+            mark = "*" if r["name"] == families.DEFAULT else " "
+            click.echo(f"{mark} {r['name']:12s} {r['description']} [{can}]")
+        return
     cards = zoo.list_models()
     if as_json:
         click.echo(json.dumps([{k: v for k, v in c.items() if k != "path"} for c in cards],
@@ -257,7 +307,7 @@ def models(as_json):
     # --quality of a fixed-rate model: only while no variable-rate set is the default
     q = {} if var else {c["path"]: str(i + 1) for i, c in enumerate(lad)}
     if vset:  # the qualities each variable-rate model serves in its set
-        from .codec import set_edges, set_quality
+        from .rates import set_edges, set_quality
         e = set_edges([c["lambda_range"] for c in vset])
         q.update({c["path"]: f"{set_quality(e[i], e):.4g}-{set_quality(e[i + 1], e):.4g}"
                   for i, c in enumerate(vset)})
@@ -284,8 +334,8 @@ def models(as_json):
 
 
 @main.command()
-@click.option("--model", "arch", type=click.Choice(["linear", "hyperprior"]), default="hyperprior",
-              show_default=True, help="Model family.")
+@click.option("--model", "arch", type=_FamilyName(), default="hyperprior", show_default=True,
+              help="Model family (uqcodec models --families lists them).")
 @click.option("--mode", type=click.Choice(["un", "sr"]), default="sr", show_default=True,
               help="un: additive uniform noise; sr: soft rounding + noise (UN+UQ+SR).")
 @click.option("--lambda", "lmbda", required=True, metavar="LAMBDA|LO:HI",
@@ -354,6 +404,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
     Several hosts: start the same command on each with its TF_CONFIG; only the chief
     writes (checkpoints, summaries, export), so --run-dir should be shared for --resume.
     """
+    from . import families
     from .training import train as T  # (TensorFlow is imported only when training starts)
     if data is None and not os.path.isdir(T.DEFAULT_DATA):
         raise CodecError("no default training set here (../shared/data/train): give --data "
@@ -371,8 +422,11 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
             raise ValueError
     except ValueError:
         raise CodecError("--lambda must be a number or a range LO:HI, e.g. 0.001:0.1") from None
-    if isinstance(lmbda, tuple) and (arch != "hyperprior" or not 0 < lmbda[0] < lmbda[1]):
-        raise CodecError("a --lambda range LO:HI needs 0 < LO < HI and the hyperprior family")
+    if isinstance(lmbda, tuple) and (not families.get(arch).variable_rate
+                                     or not 0 < lmbda[0] < lmbda[1]):
+        raise CodecError("a --lambda range LO:HI needs 0 < LO < HI and a family with variable "
+                         "rate (" + ", ".join(f.name for f in families.all_families()
+                                             if f.variable_rate) + ")")
     a0, a1 = pair(alpha, "--alpha")
     ar = pair(alpha_r, "--alpha-r") if alpha_r else None
     args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain),
@@ -464,9 +518,10 @@ def run():
         main(standalone_mode=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        click.echo("uqcodec: error: interrupted", err=True)
-        code = 130
+    except KeyboardInterrupt as e:
+        term = type(e).__name__ == "Terminated"  # SIGTERM (batch.Terminated)
+        click.echo(f"uqcodec: error: {'terminated' if term else 'interrupted'}", err=True)
+        code = 143 if term else 130
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -32,3 +32,14 @@ RATE_KNOT_SCALE = 10.0                 # weights hold the log-gains / 10 (they t
 # (Adam moves every weight by about the learning rate per step).
 BYPASS_IN_SCALE = 16.0
 BYPASS_OUT_SCALE = 0.03125
+
+# Context model (family "context"): its exact parameter networks see the decoded latents and
+# the hyper-synthesis' means divided by CONTEXT_DIV (a power of two: exact) and clamped to
+# [-CONTEXT_CLAMP, CONTEXT_CLAMP], and the log-scales of the scale grid (LOG_SCALE_MIN to
+# LOG_SCALE_MIN + (SCALE_LEVELS - 1) * LOG_SCALE_STEP) as they are.
+CONTEXT_DIV = 16.0
+CONTEXT_CLAMP = 8.0
+# ... and their corrections are the networks' last layer times CONTEXT_OUT_SCALE, so that
+# Adam moves the new context networks that many times faster than the converged transforms
+# they are trained with (the idea of RATE_KNOT_SCALE).
+CONTEXT_OUT_SCALE = 32.0

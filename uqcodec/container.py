@@ -9,8 +9,11 @@ version-2 header (0 for fixed-rate models). Version 2 codes the image in
 independent square tiles (tile size in the header); version 1 files (one tile
 covering the whole image) are still read.
 """
+import os
+import stat
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, asdict
 
 from .constants import RATE_MAX, RATE_MIN
@@ -28,6 +31,15 @@ TILE_MULTIPLE = 64          # tile sizes are multiples of this (the hyperprior's
 MIN_TILE, MAX_TILE = 64, 2048
 DEFAULT_TILE = 1024
 MAX_STREAMS = 8             # per tile
+# Decoder limit (docs/format.md, "Decoder limits"): the streams of a tile hold at most
+# TILE_BYTES_PER_PIXEL bytes per pixel of the tile padded to a multiple of 64, plus
+# TILE_BYTES_SLACK (the densest file a shipped model writes, binary noise with the
+# highest-rate linear model, holds 3.2 bytes per pixel).
+TILE_BYTES_PER_PIXEL = 16
+TILE_BYTES_SLACK = 1024
+# The largest stream table of any valid header: tiles of 64 over 2^27 pixels.
+MAX_TILES = (MAX_PIXELS // (MIN_TILE * MIN_TILE) + 2 * MAX_SIDE // MIN_TILE + 1)
+MAX_STREAM_TABLE = MAX_TILES * MAX_STREAMS
 _FIXED = struct.Struct("<4sBBB")      # magic, version, quantizer, mode
 _DIMS_V1 = struct.Struct("<IIQB")     # height, width, seed, number of streams
 _DIMS_V2 = struct.Struct("<IIQII")    # height, width, seed, tile size, number of streams
@@ -62,6 +74,26 @@ def tile_count(height, width, tile):
     if not tile:
         return 1
     return (-(-height // tile)) * (-(-width // tile))
+
+
+def tile_byte_limit(height, width):
+    """The most bytes the streams of a tile of this size may hold (a decoder limit)."""
+    padded = (-(-height // TILE_MULTIPLE) * TILE_MULTIPLE) * (-(-width // TILE_MULTIPLE)
+                                                              * TILE_MULTIPLE)
+    return TILE_BYTES_PER_PIXEL * padded + TILE_BYTES_SLACK
+
+
+def check_tile_bytes(header, writing=False):
+    """Raise CodecError if the streams of a tile hold more than ``tile_byte_limit``."""
+    tiles = header.tiles
+    per_tile = len(header.stream_lengths) // len(tiles)
+    lengths = header.stream_lengths
+    for i, (_, _, th, tw) in enumerate(tiles):
+        n = sum(lengths[per_tile * i:per_tile * (i + 1)])
+        if n > tile_byte_limit(th, tw):
+            limit = f"more than the decoder's limit of {tile_byte_limit(th, tw)} for its size"
+            raise CodecError(f"tile {i} would hold {n} bytes, {limit}" if writing else
+                             f"corrupted file (tile {i} holds {n} bytes, {limit})")
 
 
 @dataclass
@@ -113,6 +145,16 @@ def pack(header, streams):
                              f"({RATE_MIN}..{RATE_MAX})")
         out += _DIMS.pack(header.height, header.width, header.seed, header.tile, header.rate,
                           len(streams))
+    try:  # a file the decoder would refuse for its size is never written
+        check_size(header.height, header.width, header.version)
+        if header.version >= 2:
+            check_tile(header.tile)
+        ntiles = tile_count(header.height, header.width, header.tile)
+    except CodecError:
+        ntiles = 0  # (only tests write such headers)
+    if ntiles and streams and len(streams) % ntiles == 0:
+        check_tile_bytes(Header(**{**header.as_dict(), "stream_lengths":
+                                   [len(s) for s in streams]}), writing=True)
     out += struct.pack(f"<{len(streams)}I", *(len(s) for s in streams))
     payload = b"".join(streams)
     out += struct.pack("<I", zlib.crc32(bytes(out)))
@@ -190,5 +232,143 @@ def parse_header(data):
     if nstreams == 0 or nstreams % ntiles or nstreams // ntiles > MAX_STREAMS:
         raise CodecError(f"corrupted header ({nstreams} streams for {ntiles} tiles)")
     lengths = list(struct.unpack_from(f"<{nstreams}I", data, pos))
-    return Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths, tile,
-                  version, rate), table_end + 8
+    header = Header(name, fp, QUANTIZERS[q], height, width, MODES[mode], seed, lengths, tile,
+                    version, rate)
+    check_tile_bytes(header)
+    return header, table_end + 8
+
+
+# --- reading a file in bounded steps ----------------------------------------------------
+
+def _read_upto(f, n):
+    """Up to ``n`` bytes from the binary file ``f`` (fewer only at its end)."""
+    chunks, got = [], 0
+    while got < n:
+        b = f.read(n - got)
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def read_head(f, size=None):
+    """The header of a .uq file from the binary file ``f``, read in steps that each field
+    bounds: the magic and version first, then the fixed fields, then the stream table
+    (at most MAX_STREAM_TABLE entries, and within ``size``, the file's length when it is
+    known). Returns (header bytes, Header); raises CodecError as ``parse_header``."""
+    buf = _read_upto(f, _FIXED.size + 1)
+    if len(buf) < 4 or buf[:4] != MAGIC:
+        raise CodecError("not a .uq file (bad magic)")
+    if len(buf) < _FIXED.size + 1 or buf[4] not in READABLE_VERSIONS or buf[7] == 0:
+        parse_header(buf)  # the error of a short, unknown or nameless header
+    version, n = buf[4], buf[7]
+    dims = {1: _DIMS_V1, 2: _DIMS_V2, 3: _DIMS}[version]
+    buf += _read_upto(f, n + 8 + dims.size)
+    end = len(buf)
+    if end < _FIXED.size + 1 + n + 8 + dims.size:
+        raise CodecError("file is truncated (header)")
+    nstreams = buf[end - 1] if version == 1 else struct.unpack_from("<I", buf, end - 4)[0]
+    if nstreams > MAX_STREAM_TABLE or (size is not None and end + 4 * nstreams + 8 > size):
+        raise CodecError("file is truncated or corrupted (stream table)")
+    buf += _read_upto(f, 4 * nstreams + 8)
+    header, offset = parse_header(buf)
+    return buf[:offset], header
+
+
+class FileStreams(Sequence):
+    """The streams of an open .uq file, each read from the file when it is indexed (a
+    decoder holds one tile's streams at a time)."""
+
+    def __init__(self, fd, offset, lengths):
+        self.fd, self.lengths = fd, list(lengths)
+        self.offsets = [offset]
+        for n in self.lengths[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n, at = self.lengths[i], self.offsets[i]
+        data = _pread(self.fd, n, at)
+        if len(data) != n:
+            raise CodecError("file is truncated (it changed while it was read)")
+        return data
+
+
+def _pread(fd, n, offset):
+    chunks, got = [], 0
+    while got < n:
+        b = os.pread(fd, min(n - got, 1 << 24), offset + got)
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+class File:
+    """A .uq file opened for decoding (``open_file``): ``header``, ``size`` in bytes and
+    ``streams`` (read when indexed, from a regular file; in memory from a pipe)."""
+
+    def __init__(self, header, size, streams, f):
+        self.header, self.size, self.streams, self._f = header, size, streams, f
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+CRC_CHUNK = 1 << 20
+
+
+def open_file(path):
+    """Open and validate a .uq file without reading more than it holds, and never all of
+    it at once: the header first (``read_head``: magic, version, fields, stream table,
+    the decoder limits), then its length against the header's (a regular file: from its
+    size, before reading the payload; a pipe or device: reading at most one byte more than
+    the header says), then the payload CRC in chunks. Returns a ``File``."""
+    f = open(path, "rb", buffering=0)
+    try:
+        st = os.fstat(f.fileno())
+        regular = stat.S_ISREG(st.st_mode)
+        head, header = read_head(f, st.st_size if regular else None)
+        want = sum(header.stream_lengths)
+        crc = struct.unpack_from("<I", head, len(head) - 4)[0]
+        if regular:
+            have = st.st_size - len(head)
+        else:
+            payload = _read_upto(f, want + 1)
+            have = len(payload)
+        if have != want:
+            raise CodecError("file is truncated or has trailing data "
+                             f"({have} payload bytes, header says {want})")
+        if regular:
+            got, pos = 0, len(head)
+            while pos < st.st_size:
+                chunk = _pread(f.fileno(), min(CRC_CHUNK, st.st_size - pos), pos)
+                if not chunk:
+                    break
+                got = zlib.crc32(chunk, got)
+                pos += len(chunk)
+            streams = FileStreams(f.fileno(), len(head), header.stream_lengths)
+        else:
+            got = zlib.crc32(payload)
+            streams, pos = [], 0
+            for n in header.stream_lengths:
+                streams.append(payload[pos:pos + n])
+                pos += n
+        if got != crc:
+            raise CodecError("file is corrupted (payload CRC mismatch)")
+        return File(header, len(head) + want, streams, f)
+    except BaseException:
+        f.close()
+        raise

@@ -30,9 +30,17 @@ def _same_pads(kernel, stride):
     return [total // 2, total // 2, total - total // 2, total - total // 2]
 
 
+def _record(g, kind, kernel, stride, src):
+    """Remember a layer's geometry on the graph (``Transform`` runs big inputs in bands)."""
+    if not hasattr(g, "geometry"):
+        g.geometry = []
+    g.geometry.append((kind, int(kernel), int(stride), src is not None))
+
+
 def conv(g, w, name, stride=1, relu=False, src=None):
     """``src``: the input node (default: the last one)."""
     k = w[name + "/kernel"].astype(np.float32)  # (kh, kw, in, out)
+    _record(g, "conv", k.shape[0], stride, src)
     g.node("Conv", [src or g.last, g.const(k.transpose(3, 2, 0, 1)), g.const(w[name + "/bias"])],
            strides=[stride, stride], pads=_same_pads(k.shape[0], stride))
     if relu:
@@ -42,6 +50,7 @@ def conv(g, w, name, stride=1, relu=False, src=None):
 
 def deconv(g, w, name, stride=2, relu=False, src=None):
     k = w[name + "/kernel"].astype(np.float32)  # (kh, kw, out, in)
+    _record(g, "deconv", k.shape[0], stride, src)
     g.node("ConvTranspose", [src or g.last, g.const(k.transpose(3, 2, 0, 1)),
                              g.const(w[name + "/bias"])],
            strides=[stride, stride], pads=_same_pads(k.shape[0], stride))
@@ -73,7 +82,14 @@ def scale(g, factor, offset=0.0):
 def threads():
     """Threads for the transforms and the coding tables: UQCODEC_THREADS, else all CPUs."""
     n = os.environ.get("UQCODEC_THREADS")
-    return max(1, int(n)) if n else (os.cpu_count() or 1)
+    if not n:
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(n))
+    except ValueError:
+        from .errors import CodecError
+        raise CodecError(f"UQCODEC_THREADS must be a positive integer, not {n[:20]!r}") \
+            from None
 
 
 class Transform:
@@ -92,8 +108,102 @@ class Transform:
         self.session = ort.InferenceSession(graph.serialize(out_channels), opts,
                                             providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.up, self.down, self.halo = _band_geometry(getattr(graph, "geometry", []))
 
-    def __call__(self, x):
+    def _run(self, x):
         x = np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1)[None])
         out = self.session.run(None, {self.input: x})[0]
         return out[0].transpose(1, 2, 0)
+
+    def __call__(self, x):
+        """HxWxC float32 -> H'xW'xC'. An input whose fine side (the output of a synthesis,
+        the input of an analysis) has more than BAND_PIXELS pixels runs in bands of rows
+        with a halo of ``self.halo`` rows of the coarse side on each side (exactly what
+        the layers' receptive fields reach), so memory stays below that of a default tile
+        whatever the tile size. Every output row is computed from the same inputs as in
+        one run (only the float32 summation order may differ: the pixel tolerance of the
+        format; measured: the same bits)."""
+        H, W = x.shape[:2]
+        up, down, halo = self.up, self.down, self.halo
+        ratio = up if up > 1 else down  # fine rows per coarse row
+        fine_w = W * up if up > 1 else W  # fine columns
+        coarse_h = H if up > 1 else H // down
+        if (halo is None or H * W * up * up <= BAND_PIXELS or coarse_h < 2
+                or (up == 1 and H % down)):
+            return self._run(x)
+        rows = max(1, BAND_RUN // (ratio * fine_w) - 2 * halo)  # coarse rows per band
+        out = None
+        for a in range(0, coarse_h, rows):
+            b = min(coarse_h, a + rows)
+            a0, b0 = max(0, a - halo), min(coarse_h, b + halo)
+            if up > 1:  # x is the coarse side: output rows are `ratio` times finer
+                part = self._run(x[a0:b0])[(a - a0) * ratio:(b - a0) * ratio]
+                at = slice(a * ratio, b * ratio)
+            else:  # x is the fine side
+                part = self._run(x[a0 * down:b0 * down])[a - a0:b - a0]
+                at = slice(a, b)
+            if out is None:
+                out = np.empty((coarse_h * (ratio if up > 1 else 1),) + part.shape[1:],
+                               np.float32)
+            out[at] = part
+        return out
+
+
+# A transform whose fine side (synthesis output, analysis input) has more than BAND_PIXELS
+# pixels (a tile larger than the default 1024 x 1024) runs in bands of rows of at most
+# BAND_RUN pixels, halo included: its memory is then below that of a default tile.
+BAND_PIXELS = 1 << 20
+BAND_RUN = 1 << 19
+
+
+def _band_geometry(layers):
+    """(up, down, halo) of a graph from its layers' geometry: the up- and downsampling
+    factors of the main path and the halo (in rows of the coarse side) that covers every
+    layer's receptive field, also of side paths (``src``); halo None: not banded (no
+    geometry, or up- and downsampling in one graph)."""
+    if not layers:
+        return 1, 1, None
+    up = down = 1
+    for kind, k, s, side in layers:
+        if not side:
+            if kind == "deconv":
+                up *= s
+            else:
+                down *= s
+    if up > 1 and down > 1:
+        return up, down, None
+
+    def extra(kind, k, s):  # rows of its input a layer needs beyond a band's own rows
+        pb = max(k - s, 0) // 2  # the "same" padding before (_same_pads)
+        if kind == "deconv":  # output o reads inputs (o + pb - k + 1) / s .. (o + pb) / s
+            return max((k - 1 - pb) // s, (s - 1 + pb) // s)
+        return max(pb, k - s - pb)  # output o reads inputs o s - pb .. o s - pb + k - 1
+
+    def need(path):  # rows of the graph's coarse side a band needs on each side
+        n = 0
+        for kind, k, s, _ in reversed(path):  # from the graph's output back to its input
+            n = extra(kind, k, s) + (-(-n // s) if kind == "deconv" else n * s)
+        return n if up > 1 else -(-n // down)
+
+    main = [layer for layer in layers if not layer[3]]
+    halo = max([need(main)] + [need([layer]) for layer in layers if layer[3]])
+    return up, down, halo
+
+
+# --- stacks that several families share -------------------------------------------
+
+def gdn_analysis(g, w, prefix="analysis", layers=4):
+    """``layers`` 5x5 stride-2 convolutions with GDN between them (``prefix``/conv{i},
+    /gdn{i}): Ballé et al.'s analysis transform (16x downsampling with 4 layers)."""
+    for i in range(layers - 1):
+        conv(g, w, f"{prefix}/conv{i}", 2)
+        gdn(g, w, f"{prefix}/gdn{i}")
+    return conv(g, w, f"{prefix}/conv{layers - 1}", 2)
+
+
+def gdn_synthesis(g, w, prefix="synthesis", layers=4):
+    """The mirror of ``gdn_analysis``: transposed convolutions with inverse GDN."""
+    for i in range(layers - 1):
+        deconv(g, w, f"{prefix}/deconv{i}")
+        gdn(g, w, f"{prefix}/igdn{i}", inverse=True)
+    return deconv(g, w, f"{prefix}/deconv{layers - 1}")

@@ -46,6 +46,12 @@ LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCA
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
 ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)
 CODER_MIN_PROB = 2.0 ** -24  # Categorical(perfect=False) gives every symbol at least about this
+CACHE_ENTRIES = 1 << 14  # Gaussian rows are evaluated in blocks of about this many entries
+# The work budget (docs/format.md, "Decoder limits"): the Gaussian rows of a tile hold at
+# most WORK_BUDGET coding table entries per element on average, plus WORK_SLACK. Photographs
+# take 7-45 (Kodak, BSD68, Urban100, every quality), noise and text at quality 10 up to 130.
+WORK_BUDGET = 144
+WORK_SLACK = 1 << 14
 
 
 class EscapeWriter:
@@ -67,22 +73,24 @@ class EscapeReader:
         self.pos = 0
 
     def get(self, n):
-        out = np.empty(n, np.int64)
-        for i in range(n):
-            v, shift = 0, 0
-            while True:
-                if self.pos >= len(self.data):
-                    raise ValueError("escape stream truncated")
-                b = self.data[self.pos]
-                self.pos += 1
-                v |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
-                if shift > 35:
-                    raise ValueError("escape value out of range")
-            out[i] = v
-        return out
+        """The next ``n`` varints (each at most 6 bytes: values below 2^42), vectorized:
+        a file's escapes cost NumPy time, not a Python loop per byte."""
+        if n <= 0:
+            return np.empty(0, np.int64)
+        window = np.frombuffer(self.data, np.uint8, offset=self.pos)[:6 * n]
+        ends = np.flatnonzero(window < 0x80)[:n]  # the last byte of each value
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        too_long = np.flatnonzero(ends - starts >= 6)
+        if len(too_long) or len(ends) < n:  # the first problem, in stream order
+            first_long = starts[too_long[0]] if len(too_long) else None
+            tail = (ends[-1] + 1) if len(ends) else 0  # where the unfinished value starts
+            if first_long is not None or len(window) - tail >= 6:
+                raise ValueError("escape value out of range")
+            raise ValueError("escape stream truncated")
+        used = window[:ends[-1] + 1].astype(np.int64)
+        shift = 7 * (np.arange(len(used)) - np.repeat(starts, ends - starts + 1))
+        self.pos += len(used)
+        return np.add.reduceat((used & 0x7F) << shift, starts)
 
 
 def _clip_escape(sym, lo, hi, esc):
@@ -93,12 +101,15 @@ def _clip_escape(sym, lo, hi, esc):
     return clipped
 
 
-def _unescape(sym, lo, hi, esc):
+def _unescape(sym, lo, hi, esc, out=None):
+    """Add the escape of every end-bin symbol (in order; ``lo``, ``hi``: per symbol or
+    one for all) to it; into ``out`` (default: a new array)."""
     lo_mask = sym == lo
     hi_mask = sym == hi
     at_end = lo_mask | hi_mask
     extra = esc.get(int(at_end.sum()))
-    out = sym.astype(np.int64).copy()
+    if out is None:
+        out = sym.astype(np.int64).copy()
     sign = np.where(hi_mask[at_end], 1, -1)
     out[at_end] += sign * extra
     return out
@@ -136,12 +147,14 @@ class FactorizedCoder:
         C = self.channels
         shape = rows.shape
         rows = rows.reshape(-1, C)
-        k = np.empty(rows.shape, np.int64)
+        k = np.empty((C, rows.shape[0]), np.int64)  # channel by channel: the coding order
         for c in range(C):
             s = decoder.decode(self.model, self.tables[c][rows[:, c]].astype(np.float64))
-            s = np.asarray(s, np.int64) + self.lo[c]
-            k[:, c] = _unescape(s, self.lo[c], self.hi[c], esc)
-        return k.reshape(shape)
+            k[c] = np.asarray(s, np.int64) + self.lo[c]
+        # the escapes of every channel at once, in the same order (channel by channel)
+        _unescape(k.reshape(-1), np.repeat(self.lo, k.shape[1]),
+                  np.repeat(self.hi, k.shape[1]), esc, out=k.reshape(-1))
+        return k.T.reshape(shape)
 
     def bits(self, k, rows):
         """-log2 of the table probabilities of k (for diagnostics)."""
@@ -186,7 +199,15 @@ class GaussianCoder:
     ``exact`` (version 3): every table is computed with ``exactmath`` from the
     scale index and the snapped mean, explicit rows for every model. Otherwise
     (versions 1/2): scipy/NumPy functions, and ``QuantizedGaussian`` for ``un`` models.
+
+    The work budget (docs/format.md, "Decoder limits"): the explicit rows of one call
+    (one tile) may hold at most ``work_budget`` table entries per element on average
+    (plus WORK_SLACK in all), which the scale indices and the rate parameter decide
+    before any row is built. The
+    decoder refuses a file beyond it, the encoder refuses to write one. ``work_budget``
+    None lifts it (tests and scripts that make such files).
     """
+    work_budget = WORK_BUDGET
 
     def __init__(self, alpha=None, exact=True):
         self.alpha = alpha
@@ -216,6 +237,35 @@ class GaussianCoder:
     def _window(self, idx):
         return int(math.ceil(6.0 * self.scales[idx] + 2.0))
 
+    def work(self, idx):
+        """Table entries per element that the rows of these scale indices hold (the
+        average; 2 W + 1 per element, W as ``_window``)."""
+        if not len(idx):
+            return 0.0
+        entries = 2.0 * np.ceil(6.0 * self.scales + 2.0) + 1.0
+        return float(np.bincount(idx, minlength=len(entries)) @ entries) / len(idx)
+
+    def check_work(self, idx, encoding, elements=None, spent=0.0):
+        """Raise CodecError if these scale indices exceed the work budget. A latent coded
+        in parts (the context model) checks each part against the budget of all its
+        ``elements`` with the entries ``spent`` on the parts before it; returns the
+        entries spent so far."""
+        if self.work_budget is None or self.qg is not None:
+            return spent
+        spent += self.work(idx) * len(idx)
+        n = len(idx) if elements is None else elements
+        work = spent / max(n, 1)
+        if spent > self.work_budget * n + WORK_SLACK:
+            from .errors import BudgetError
+            if encoding:
+                raise BudgetError(
+                    f"this image needs {work:.0f} coding table entries per latent at this "
+                    f"rate, more than a decoder's work budget of {self.work_budget}: choose "
+                    "a lower quality")
+            raise BudgetError(f"file exceeds the decoder's work budget ({work:.0f} coding "
+                             f"table entries per latent, at most {self.work_budget})")
+        return spent
+
     def _groups(self, idx, max_entries=1 << 20):
         """(scale index, window, element indices) in coding order: groups by increasing
         scale index, elements in order; large groups come in consecutive chunks (the
@@ -238,17 +288,8 @@ class GaussianCoder:
         near side of the mean, so that bins far out in either tail stay precise.
         """
         if self.exact:
-            # s_inv(n + x) = n + s_inv(x) for integers n: with c and d integers, the edges
-            # c + d + u -/+ 1/2 need one s_inv per element, s_inv(u - 1/2)
-            off = (c - mean) + Q.soft_round_inverse(u - 0.5, self.alpha, self.fm)
-            j = np.arange(-W, W + 2, dtype=np.float64)
-            t = (off[:, None] + j[None, :]) / self.scales[idx][:, None]
-            cdf = self.ndtr(t)  # absolute error ~1e-16: far below the coder's resolution
-            p = np.empty((len(t), 2 * W + 1))
-            p[:, 0] = cdf[:, 1]
-            np.subtract(cdf[:, 2:-1], cdf[:, 1:-2], out=p[:, 1:-1])
-            p[:, -1] = 1.0 - cdf[:, -2]
-            return np.maximum(p, 0.0)
+            return self._exact_tables([(idx[0], W, np.arange(len(mean)))],
+                                      self._offsets(mean, c, u))[0]
         else:
             d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
             edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha, self.fm)
@@ -262,19 +303,92 @@ class GaussianCoder:
         p[:, -1] = np.where(above[:, -2], g[:, -2], 1.0 - g[:, -2])
         return np.maximum(p, 0.0)
 
+    def _offsets(self, mean, c, u):
+        """Version 3: the rows' offset per element, (c - mean) + s_inv(u - 1/2): with c and
+        d integers, s_inv(n + x) = n + s_inv(x) gives the edges c + d + u -/+ 1/2 from one
+        s_inv per element (elementwise: the same values for any subset)."""
+        return (c - mean) + Q.soft_round_inverse(u - 0.5, self.alpha, self.fm)
+
+    def _exact_tables(self, groups, off):
+        """Version 3: the rows of each group (scale index, W, elements) of ``groups``,
+        from the elements' offsets ``off``. Every CDF value is the same elementwise
+        sequence of operations as ever; they are evaluated in blocks of about
+        CACHE_ENTRIES that stay in the CPU's cache (the rows of a large group in several
+        blocks, small groups together in one), so neither wide rows nor many small groups
+        cost more per entry than a photo's tables."""
+        out, batch = [], []
+        buf = np.empty(2 * CACHE_ENTRIES)  # the CDF arguments of a batch of small groups
+        used = 0
+
+        def flush():  # the CDF of a batch of small groups in one evaluation
+            nonlocal used
+            if batch:
+                cdf = self.ndtr(buf[:used])
+                for rows, a, shape in batch:
+                    _fill(rows, cdf[a:a + shape[0] * shape[1]].reshape(shape))
+                batch.clear()
+            used = 0
+        for i, W, sel in groups:
+            j = np.arange(-W, W + 2, dtype=np.float64)
+            o, scale = off[sel], self.scales[i]
+            p = np.empty((len(sel), 2 * W + 1))
+            out.append(p)
+            entries = len(sel) * len(j)
+            if entries >= CACHE_ENTRIES:  # a large group: blocks of its rows
+                step = max(1, CACHE_ENTRIES // len(j))
+                for a in range(0, len(sel), step):
+                    b = a + step
+                    _fill(p[a:b], self.ndtr((o[a:b, None] + j[None, :]) / scale))
+                continue
+            if used + entries > len(buf):
+                flush()
+            t = buf[used:used + entries].reshape(len(sel), len(j))
+            np.add(o[:, None], j[None, :], out=t)  # (o + j) / scale, as above
+            np.divide(t, scale, out=t)
+            batch.append((p, used, t.shape))
+            used += entries
+            if used >= CACHE_ENTRIES:
+                flush()
+        flush()
+        return out
+
     def _rows(self, mean, idx, c, u):
         """((scale index, W, elements), table rows) in coding order. The rows do not depend
-        on the coder's state, so further threads compute them ahead of the coder."""
+        on the coder's state, so further threads compute them ahead of the coder (one unit
+        of at most 2^20 table entries per thread ahead)."""
         from concurrent.futures import ThreadPoolExecutor
         from .engine import threads
         groups = list(self._groups(idx))
-        rows = lambda g: self._tables(mean[g[2]], idx[g[2]], c[g[2]], u[g[2]], g[1])  # noqa
+        if self.exact:
+            off = self._offsets(mean, c, u)
+            units, unit, size = [], [], 0  # consecutive groups of at most 2^20 entries
+            for g in groups:
+                entries = len(g[2]) * (2 * g[1] + 1)
+                if unit and size + entries > 1 << 20:
+                    units.append(unit)
+                    unit, size = [], 0
+                unit.append(g)
+                size += entries
+            if unit:
+                units.append(unit)
+            work = lambda unit: self._exact_tables(unit, off)  # noqa: E731
+        else:
+            units = [[g] for g in groups]
+            work = lambda unit: [self._tables(mean[g[2]], idx[g[2]], c[g[2]], u[g[2]], g[1])  # noqa
+                                 for g in unit]
         n = threads()
-        if n == 1 or len(groups) < 2:
-            yield from ((g, rows(g)) for g in groups)
+        if n == 1 or len(units) < 2:
+            for unit in units:
+                yield from zip(unit, work(unit))
             return
         with ThreadPoolExecutor(n) as pool:
-            yield from zip(groups, pool.map(rows, groups))
+            ahead = [pool.submit(work, unit) for unit in units[:n]]
+            for k, unit in enumerate(units):
+                rows = ahead[k].result()
+                ahead[k] = None
+                if k + n < len(units):
+                    ahead.append(pool.submit(work, units[k + n]))
+                yield from zip(unit, rows)
 
     def encode(self, encoder, d, mean, idx, c, u, esc):
         """All arrays flat float64/int64 of equal length, in coding order. Returns the
@@ -283,6 +397,7 @@ class GaussianCoder:
             d = _clip_escape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
             encoder.encode(d.astype(np.int32), self.qg, mean - c - u, self.scales[idx])
             return float("nan")
+        self.check_work(idx, encoding=True)
         bits = 0.0
         for (i, W, sel), p in self._rows(mean, idx, c, u):
             s = _clip_escape(d[sel], -W, W, esc) + W
@@ -296,11 +411,29 @@ class GaussianCoder:
         if self.qg is not None:
             d = np.asarray(decoder.decode(self.qg, mean - c - u, self.scales[idx]), np.int64)
             return _unescape(d, -GAUSS_RADIUS, GAUSS_RADIUS, esc)
-        d = np.empty(n, np.int64)
+        self.check_work(idx, encoding=False)
+        s, sels, widths = [], [], []
         for (i, W, sel), p in self._rows(mean, idx, c, u):
-            s = np.asarray(decoder.decode(self.cat, p), np.int64) - W
-            d[sel] = _unescape(s, -W, W, esc)
+            s.append(np.asarray(decoder.decode(self.cat, p), np.int64) - W)
+            sels.append(sel)
+            widths.append(np.full(len(sel), W))
+        if not s:
+            return np.empty(0, np.int64)
+        # the escapes of every group at once, in coding order (group by group)
+        s, w = np.concatenate(s), np.concatenate(widths)
+        _unescape(s, -w, w, esc, out=s)
+        d = np.empty(n, np.int64)
+        d[np.concatenate(sels)] = s
         return d
+
+
+def _fill(rows, cdf):
+    """Rows of P(d), d = -W..W, from the CDF at the 2 W + 2 edges; the end bins hold the
+    tails."""
+    rows[:, 0] = cdf[:, 1]
+    np.subtract(cdf[:, 2:-1], cdf[:, 1:-2], out=rows[:, 1:-1])
+    rows[:, -1] = 1.0 - cdf[:, -2]
+    np.maximum(rows, 0.0, out=rows)
 
 
 def new_encoder():

@@ -75,7 +75,7 @@ def plan(cards, paper=False, refine=0):
     EVAL_QUALITIES over the union of the family's ranges that fall in the set's range,
     the set's own two ends, and the lambda of each fixed-rate model of the family in its
     range."""
-    from .codec import quality_lambda, set_quality
+    from .rates import quality_lambda, set_quality
     fixed = [c for c in cards if not c.get("lambda_range")]
     sets = {}
     for c in cards:  # variable-rate models of one family and training: one rate set
@@ -108,15 +108,23 @@ def plan(cards, paper=False, refine=0):
     if paper:
         out += [s for c in cards for s in at(c, "round")]
     if refine:
-        out += [s for c in cards if c.get("arch") == "hyperprior" and c.get("training") == "sr"
+        out += [s for c in cards if _can_refine(c) and c.get("training") == "sr"
                 for s in at(c, "uq", refine)]
     return out
 
 
+def _can_refine(card):
+    from . import families
+    try:
+        return families.get(card.get("arch")).refine
+    except CodecError:
+        return False
+
+
 def _set_card(cards):
-    """One card for variable-rate models that form a rate set (``codec.RateSet``): its
+    """One card for variable-rate models that form a rate set (``rateset.RateSet``): its
     ``path`` is the tuple of their directories, which ``api.compress`` takes as a set."""
-    from .codec import set_edges
+    from .rates import set_edges
     cards = sorted(cards, key=lambda c: c["lambda_range"][0])
     if len(cards) == 1:
         return cards[0]
@@ -167,7 +175,7 @@ def evaluate(files, settings, classics, seed=1, progress=True):
     from tqdm import tqdm
 
     from . import api
-    from .codec import quality_lambda
+    from .rates import quality_lambda
     total = len(files) * (len(settings) + sum(len(c.qualities) for c in classics))
     bar = tqdm(total=total, unit="code", disable=not progress, dynamic_ncols=True)
     rows = []
@@ -266,7 +274,7 @@ def gradient_bias_md(cards, files, warn=print, draws=GRAD_DRAWS):
     try:
         from .training import gradbias
         from .training.model import CompressionModel
-        from .codec import DEFAULT_QUALITY, quality_lambda
+        from .rates import DEFAULT_QUALITY, quality_lambda
     except CodecError as e:
         warn(f"no gradient-bias table: {e}")
         return f"Not measured: {e}"

@@ -6,9 +6,13 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import CodecError
+from .container import MAX_PIXELS, MAX_SIDE, check_size
+from .errors import CodecError, short
 
-Image.MAX_IMAGE_PIXELS = None  # we set our own limits in the container
+# Pillow's own bomb check, at the container's limit: Image.open refuses an image of more
+# than twice this many pixels (DecompressionBombError) and warns above it; read_image
+# checks the size against the container's limits before it decodes any pixel.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def to_rgb(img):
@@ -41,9 +45,14 @@ def to_rgb(img):
 
 
 def read_image(source):
-    """Path or array -> (HxWx3 uint8, original mode, warnings). Raises CodecError."""
+    """Path, bytes of an image file or array -> (HxWx3 uint8, original mode, warnings).
+    Raises CodecError. The image's size is checked (``container.check_size``) before any
+    pixel is decoded or copied; of an animated (or multi-page) image, the first frame is
+    coded, with a warning."""
     if isinstance(source, np.ndarray):
         a = source
+        if a.ndim in (2, 3) and a.shape[0] >= 1 and a.shape[1] >= 1:
+            check_size(*a.shape[:2])
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
             mode = "L"
@@ -56,21 +65,45 @@ def read_image(source):
         if a.shape[0] < 1 or a.shape[1] < 1:
             raise CodecError("image is empty")
         return np.ascontiguousarray(a), mode, []
-    path = os.fspath(source)
-    if not os.path.exists(path):
-        raise CodecError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CodecError(f"{path}: is a directory")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        import io
+        name, fp = "image data", io.BytesIO(bytes(source))
+    else:
+        path = os.fspath(source)
+        name = short(path)
+        try:
+            if not os.path.exists(path):
+                raise CodecError(f"{name}: no such file")
+        except ValueError:  # a NUL in the path
+            raise CodecError(f"{name}: no such file") from None
+        if os.path.isdir(path):
+            raise CodecError(f"{name}: is a directory")
+        fp = path
     try:
-        with Image.open(path) as img:
-            img.load()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return to_rgb(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (DecompressionBombWarning: checked below)
+            with Image.open(fp) as img:
+                w, h = img.size  # from the header: nothing decoded yet
+                try:
+                    check_size(h, w)
+                except CodecError as e:
+                    raise CodecError(f"{name}: {e}") from None
+                notes = []
+                if getattr(img, "is_animated", False):
+                    notes.append("animated or multi-page image: only the first frame is "
+                                 "coded")
+                    img.seek(0)
+                img.load()
+                rgb, mode, more = to_rgb(img)
+                return rgb, mode, notes + more
+    except Image.DecompressionBombError:
+        raise CodecError(f"{name}: unsupported image size (over {2 * MAX_PIXELS / 1e6:.0f} "
+                         f"megapixels; limits: {MAX_SIDE} pixels per side, "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         if isinstance(e, PermissionError):
-            raise CodecError(f"{path}: permission denied") from None
-        raise CodecError(f"{path}: not a readable image") from None
+            raise CodecError(f"{name}: permission denied") from None
+        raise CodecError(f"{name}: not a readable image") from None
 
 
 def from_rgb(rgb, mode):
@@ -98,8 +131,8 @@ def atomic_write(path, data):
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError) and e.filename == tmp:
-            raise OSError(e.errno, e.strerror, path) from None
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # disk full, ...: the output
+            raise OSError(e.errno, e.strerror or str(e), path) from None
         raise
 
 

@@ -1,22 +1,24 @@
-"""The hyper-synthesis as an integer network: mean and scale index, exact everywhere.
+"""Integer networks: what decides a coding table, computed exactly everywhere.
 
 Everything that decides a Gaussian coding table (the snapped mean and the scale
-index of every element of ``y``) is computed here from the decoded hyper-latent
-with integer arithmetic only, so encoder and decoder agree bit for bit on any
+index of every element of ``y``: the hyper-synthesis, and later context networks)
+is computed by an ``IntNet`` from exact inputs (the decoded hyper-latent, decoded
+latents) with integer arithmetic only, so encoder and decoder agree bit for bit on any
 machine (Ballé, Johnston & Minnen, ICLR 2019; docs/format.md, "Exact entropy
 parameters", states the argument). The network is derived at load time from the
 model's float weights by fixed rules, with no data and no stored calibration:
 
-* input: the decoder input of ``z`` clamped to the factorized prior's support
-  and rounded to ``2^-IN_BITS``;
+* inputs: each clamped to its declared range (for ``z``: the factorized prior's
+  support) and rounded to ``2^-IN_BITS``, several inputs concatenated;
 * weights of output channel c: ``round(w * 2^s_c)`` with ``s_c`` such that
   ``max |w_int| <= 2^WEIGHT_BITS``; biases in the accumulator's units;
 * each ReLU layer's output is ``accumulator`` shifted right (rounding half up)
   to a per-layer activation scale chosen so that the largest value the layer
   can produce for *any* input in range (an interval bound) stays below
   ``2^ACT_BITS``: no clipping ever occurs;
-* the last layer folds the scale grid into its weights (``(log_scale -
-  LOG_SCALE_MIN) / LOG_SCALE_STEP``), so its outputs are the mean on the
+* the last layer folds its output grid into its weights (the hyper-synthesis:
+  ``(log_scale - LOG_SCALE_MIN) / LOG_SCALE_STEP`` and the mean times MEAN_GRID,
+  ``latent_codecs.gaussian_parameters``), so its outputs are the mean on the
   ``MEAN_STEP`` grid and the scale index, both rounded by one integer shift.
 
 Products and sums are taken in float64 (BLAS) on integers: exact in any order
@@ -24,8 +26,6 @@ while every partial sum stays below 2^53, which ``check_bounds`` asserts from th
 same interval bounds. Shifts and rounding are done in int64.
 """
 import numpy as np
-
-from . import constants as K
 
 IN_BITS = 10       # hyper-latent input resolution 2^-10
 WEIGHT_BITS = 16   # |w_int| <= 2^16
@@ -97,20 +97,30 @@ class Layer:
         return (acc + self.b).astype(np.int64)
 
 
-class HyperSynthesis:
-    """z_hat (float64, decoder input of the hyper-latent) -> (mean index, scale index):
-    the snapped mean is ``mean_index * MEAN_STEP``."""
+class IntNet:
+    """An integer network: a stack of integer convolutions, ReLU between them, the last
+    layer linear, evaluated exactly (the same integers on every machine).
 
-    def __init__(self, weights, M, z_lo, z_hi):
-        w = weights
-        self.M = M
-        self.z_lo = np.asarray(z_lo, np.float64)
-        self.z_hi = np.asarray(z_hi, np.float64)
+    ``inputs``: one (lo, hi) pair per input (arrays of its channels' bounds, float64);
+    the inputs are clamped to their ranges, put on the grid 2^-IN_BITS and concatenated
+    along the channels, in order (signed inputs are fine: the bounds say where they lie).
+    ``layers``: (kernel, bias, transpose) per layer (Keras layouts; ``transpose``: a
+    stride-2 transposed convolution, else stride 1; masked taps are zeros in the kernel).
+    ``fold(kernel, bias)``: the output grid folded into the last layer's float weights
+    (for example the mean grid and the scale index), so that one rounding shift gives the
+    outputs. Every partial sum is bounded (``check_bounds``) from the input ranges."""
+
+    def __init__(self, inputs, layers, fold=None):
+        self.lo = [np.asarray(lo, np.float64) for lo, _ in inputs]
+        self.hi = [np.asarray(hi, np.float64) for _, hi in inputs]
         in_bits = IN_BITS
-        in_lo, in_hi = np.ldexp(self.z_lo, IN_BITS), np.ldexp(self.z_hi, IN_BITS)
+        in_lo = np.concatenate([np.ldexp(np.broadcast_to(lo, np.shape(hi)), IN_BITS)
+                                for lo, hi in zip(self.lo, self.hi)])
+        in_hi = np.concatenate([np.ldexp(hi, IN_BITS) for hi in self.hi])
         self.layers, self.shifts = [], []
-        for name in ("hyper_synthesis/deconv0", "hyper_synthesis/deconv1"):
-            layer = Layer(w[name + "/kernel"], w[name + "/bias"], in_bits, True, in_hi, in_lo)
+        *hidden, (kernel, bias, transpose) = layers
+        for k, b, t in hidden:
+            layer = Layer(k, b, in_bits, t, in_hi, in_lo)
             # the largest activation any input in range can produce, in real units
             top = float(np.ldexp(np.maximum(layer.acc_hi, 0.0), -layer.acc_shift).max())
             out_bits = ACT_BITS - int(np.frexp(max(top, 1e-300))[1])  # top < 2^(ACT_BITS-out_bits)
@@ -119,32 +129,27 @@ class HyperSynthesis:
             self.shifts.append(shift)
             in_lo, in_hi = None, np.maximum(_round_shift_f(layer.acc_hi, shift), 0.0)
             in_bits = out_bits
-        kernel = np.asarray(w["hyper_synthesis/conv2/kernel"], np.float64).copy()
-        bias = np.asarray(w["hyper_synthesis/conv2/bias"], np.float64).copy()
-        # mean channels in units of MEAN_STEP, scale channels in units of one index step
-        kernel[..., :M] *= K.MEAN_GRID
-        bias[:M] *= K.MEAN_GRID
-        kernel[..., M:] /= K.LOG_SCALE_STEP
-        bias[M:] = (bias[M:] - K.LOG_SCALE_MIN) / K.LOG_SCALE_STEP
-        self.last = Layer(kernel, bias, in_bits, False, in_hi)
+        kernel = np.asarray(kernel, np.float64).copy()
+        bias = np.asarray(bias, np.float64).copy()
+        if fold is not None:
+            kernel, bias = fold(kernel, bias)
+        self.last = Layer(kernel, bias, in_bits, transpose, in_hi, in_lo)
         self.check_bounds()
 
     def check_bounds(self):
         for layer in self.layers + [self.last]:
             if not layer.acc_bound < EXACT_LIMIT:
-                raise ValueError("integer hyper-synthesis exceeds the exact range of float64")
+                raise ValueError("integer network exceeds the exact range of float64")
 
-    def __call__(self, z_hat):
-        a = np.clip(np.asarray(z_hat, np.float64), self.z_lo, self.z_hi)
+    def __call__(self, *inputs):
+        """Float inputs (H, W, C_i) -> int64 outputs (H', W', C_out)."""
+        a = np.concatenate([np.clip(np.asarray(x, np.float64), lo, hi)
+                            for x, lo, hi in zip(inputs, self.lo, self.hi)], axis=-1)
         a = np.rint(np.ldexp(a, IN_BITS))
         for layer, shift in zip(self.layers, self.shifts):
             acc = layer.accumulate(a)
             a = np.maximum(_round_shift_vec(acc, shift), 0).astype(np.float64)
-        acc = self.last.accumulate(a)
-        out = _round_shift_vec(acc, self.last.acc_shift)
-        mean_index = out[..., :self.M]
-        scale_index = np.clip(out[..., self.M:], 0, K.SCALE_LEVELS - 1)
-        return mean_index, scale_index
+        return _round_shift_vec(self.last.accumulate(a), self.last.acc_shift)
 
 
 def _round_shift_vec(acc, shift):

@@ -10,8 +10,7 @@ import json
 import os
 
 from .errors import CodecError
-
-DEFAULT_ARCH = "hyperprior"
+from .families import DEFAULT as DEFAULT_ARCH
 
 
 def models_dir():
@@ -75,7 +74,7 @@ def variable_models(arch=None):
 
 
 def variable_set(arch=DEFAULT_ARCH):
-    """The family's variable-rate models that serve as one codec (``codec.RateSet``): the
+    """The family's variable-rate models that serve as one codec (``rateset.RateSet``): the
     soft-rounding ones if any (one model, or several that together cover a lambda range)."""
     cards = variable_models(arch)
     sr = [c for c in cards if c.get("training") == "sr"]
@@ -91,9 +90,9 @@ def default_variable():
 
 def default_model(arch=None):
     """The card of the model that codes the family's default quality: the member of its
-    variable-rate set that serves ``codec.DEFAULT_QUALITY``, else the middle of its
+    variable-rate set that serves ``rates.DEFAULT_QUALITY``, else the middle of its
     fixed-rate ladder (None: the family ships no model)."""
-    from .codec import DEFAULT_QUALITY, quality_lambda, set_edges, set_member
+    from .rates import DEFAULT_QUALITY, quality_lambda, set_edges, set_member
     cards = sorted(variable_set(arch or DEFAULT_ARCH), key=lambda c: c["lambda_range"][0])
     if not cards:
         return middle(arch)

@@ -10,11 +10,17 @@ CARD_FIELDS = ("name", "arch", "training", "lambda", "steps", "kodak_bpp", "koda
 
 def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
     """run_dir (train.json + weights.npz) -> out_dir (model.json, weights.npz, tables.npz)."""
-    from .model import SIZE_KEYS, CompressionModel, save_model_dir
+    from .model import CompressionModel, save_model_dir, size_keys
     with open(os.path.join(run_dir, "train.json")) as f:
         state = json.load(f)
-    config = {k: state[k] for k in ("arch", "training", "lambda", "alpha", "alpha_r") + SIZE_KEYS
-              if k in state}
+    config = dict(state.get("config") or {})  # the model's whole config (every key)
+    # runs written before train.json held it: the keys a model was rebuilt from
+    for k in ("arch", "training", "lambda", "alpha", "alpha_r") + size_keys(state["arch"]):
+        if k in state:
+            config.setdefault(k, state[k])
+    for k in ("alpha", "alpha_r"):  # the schedule's value at the end of the run
+        if k in state:
+            config[k] = state[k]
     model = CompressionModel(config)
     model.load_weights_npz(os.path.join(run_dir, "weights.npz"))
     name = name or os.path.basename(os.path.normpath(out_dir))
@@ -41,7 +47,7 @@ def export_model(run_dir, out_dir, name=None, kodak=None, measure=True):
             with open(os.path.join(tmp, "model.json")) as f:
                 card = json.load(f)
             if card.get("lambda_range"):  # variable rate: lowest, default, highest quality
-                from ..codec import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
+                from ..rates import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
                 pts = []
                 for q in (QUALITY_MIN, DEFAULT_QUALITY, QUALITY_MAX):
                     r = measure_model(tmp, kodak, quality=q)

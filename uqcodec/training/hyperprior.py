@@ -9,41 +9,14 @@ family: ``uqcodec/hyperprior.py`` (with the integer hyper-synthesis of ``intnet.
 from ..constants import (BYPASS_IN_SCALE, BYPASS_OUT_SCALE, LOG_SCALE_MIN, RATE_KNOT_SCALE,
                          RATE_KNOTS)
 from . import _tf, priors
-from .model import BaseModel, conv_layer, noisy_latent
+from .layers import GDNAnalysis, GDNSynthesis, conv_layer
+from .model import BaseModel, noisy_latent
 
 tf, tfc = _tf.load()
 layers = tf.keras.layers
 
 
 class HyperAnalysis(tf.keras.Sequential):
-    """GDN conv stack: x -> y with 16x downsampling."""
-
-    def __init__(self, N, M, conv_dtype="float32", gain=1.0):
-        super().__init__(name="analysis")
-        for i in range(3):
-            self.add(conv_layer(N, 5, 2, f"conv{i}", conv_dtype))
-            self.add(tfc.GDN(name=f"gdn{i}", dtype="float32"))
-        self.add(conv_layer(M, 5, 2, "conv3", conv_dtype))
-        self.add(layers.Activation("linear", dtype="float32", name="out"))
-        if gain != 1.0:  # fixed latent gain (config "latent_gain"): y starts near unit scale
-            self.add(layers.Lambda(lambda y: y * gain, dtype="float32", name="gain"))
-
-
-class HyperSynthesis(tf.keras.Sequential):
-    """Inverse-GDN transposed-conv stack: y_hat -> x_hat (unclipped, [0,1] units)."""
-
-    def __init__(self, N, conv_dtype="float32", gain=1.0):
-        super().__init__(name="synthesis")
-        if gain != 1.0:
-            self.add(layers.Lambda(lambda y: y / gain, dtype="float32", name="ungain"))
-        for i in range(3):
-            self.add(conv_layer(N, 5, 2, f"deconv{i}", conv_dtype, transpose=True))
-            self.add(tfc.GDN(inverse=True, name=f"igdn{i}", dtype="float32"))
-        self.add(conv_layer(3, 5, 2, "deconv3", conv_dtype, transpose=True))
-        self.add(layers.Activation("linear", dtype="float32", name="out"))
-
-
-class HyperPriorAnalysis(tf.keras.Sequential):
     """h_a: y -> z with 4x downsampling."""
 
     def __init__(self, N, conv_dtype="float32"):
@@ -54,7 +27,7 @@ class HyperPriorAnalysis(tf.keras.Sequential):
         self.add(layers.Activation("linear", dtype="float32", name="out"))
 
 
-class HyperPriorSynthesis(tf.keras.Sequential):
+class HyperSynthesis(tf.keras.Sequential):
     """h_s: z_hat -> (mean, log_scale) of every element of y."""
 
     def __init__(self, N, M, conv_dtype="float32"):
@@ -116,10 +89,10 @@ class HyperpriorModel(BaseModel):
 
     def make(self, cfg, conv_dtype):
         gain = float(cfg.get("latent_gain") or 1.0)
-        self.analysis = HyperAnalysis(cfg["N"], cfg["M"], conv_dtype, gain)
-        self.synthesis = HyperSynthesis(cfg["N"], conv_dtype, gain)
-        self.hyper_analysis = HyperPriorAnalysis(cfg["N"], conv_dtype)
-        self.hyper_synthesis = HyperPriorSynthesis(cfg["N"], cfg["M"], conv_dtype)
+        self.analysis = GDNAnalysis(cfg["N"], cfg["M"], conv_dtype, gain)
+        self.synthesis = GDNSynthesis(cfg["N"], conv_dtype, gain)
+        self.hyper_analysis = HyperAnalysis(cfg["N"], conv_dtype)
+        self.hyper_synthesis = HyperSynthesis(cfg["N"], cfg["M"], conv_dtype)
         self.factorized = tfc.DeepFactorized(batch_shape=(cfg["N"],), name="hyperprior")
         k = int(cfg.get("bypass") or 0)
         if k:
@@ -154,15 +127,22 @@ class HyperpriorModel(BaseModel):
             z, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), u=noise[1], **q)
         mean, log_scale = self.hyper_synthesis.mean_log_scale(z_dec)
         log_scale = tfc.lower_bound(log_scale, LOG_SCALE_MIN)
-        gain = None
         if log_gain is None and rate is not None and hasattr(self, "rate"):
             log_gain = self.rate(rate)
+        y_dec, bits_y = self.code_latent(y, mean, log_scale, log_gain, noise[0], q)
+        return self.synthesize(y_dec), bits_y, bits_z
+
+    def code_latent(self, y, mean, log_scale, log_gain, u, q):
+        """The Gaussian conditional of ``y`` given its mean and log-scale (model domain):
+        (decoder input, bits). With ``log_gain`` (variable rate) y is coded as gain * y with
+        mean and scale times the gain, and divided by the gain again for the synthesis."""
+        gain = None
         if log_gain is not None:
             gain = tf.exp(log_gain)
             y, mean, log_scale = y * gain, mean * gain, log_scale + log_gain
         scale = tf.exp(log_scale)
         y_dec, bits_y = noisy_latent(
-            y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), u=noise[0], **q)
+            y, lambda lo, hi: priors.gaussian_bin_prob(lo, hi, mean, scale), u=u, **q)
         if gain is not None:
             y_dec = y_dec / gain
-        return self.synthesize(y_dec), bits_y, bits_z
+        return y_dec, bits_y

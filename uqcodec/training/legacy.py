@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from .. import container, entropy, quantization as Q
+from .. import container, entropy, families, quantization as Q
 from ..errors import CodecError
 
 _cache = {}
@@ -89,6 +89,8 @@ class LegacyCodec:
         self.model = CompressionModel(self.card)
         self.model.load_weights_npz(wbytes)
         self.arch = self.model.arch
+        # the two layouts of version-1/2 files: a hyper-latent and y (Gaussian), or y alone
+        self.hyper = families.get(self.arch).hyper_latent
         self.rounding = Q.Rounding.of(self.card, Q.NumpyMath)  # NumPy's tanh/arctanh
         self.factorized = entropy.FactorizedCoder(tables)
         self.gaussian = entropy.GaussianCoder(self.rounding.alpha, exact=False)
@@ -100,7 +102,7 @@ class LegacyCodec:
         self._analysis = tf.function(m.analysis.call, input_signature=[spec(3)])
         self._synthesis = tf.function(m.synthesis.call,
                                       input_signature=[spec(m.config["M"])])
-        if self.arch == "hyperprior":
+        if self.hyper:
             self._hyper_analysis = tf.function(m.hyper_analysis.call,
                                                input_signature=[spec(m.config["M"])])
             self._hyper_synthesis = tf.function(m.hyper_synthesis.call,
@@ -120,7 +122,7 @@ class LegacyCodec:
     def latent_shape(self, height, width):
         m = self.multiple
         H, W = -(-height // m) * m, -(-width // m) * m
-        if self.arch == "linear":
+        if not self.hyper:
             s = self.model.config["stride"]
             return (H // s, W // s, self.model.config["M"]), None
         return (H // 16, W // 16, self.model.config["M"]), (H // 64, W // 64,
@@ -184,11 +186,11 @@ class LegacyCodec:
         H, W = -(-h // m) * m, -(-w // m) * m
         x = np.pad(rgb, ((0, H - h), (0, W - w), (0, 0)), mode="edge").astype(np.float64) / 255.0
         y = self._run(self._analysis, x)
-        z = self._run(self._hyper_analysis, y) if self.arch == "hyperprior" else None
+        z = self._run(self._hyper_analysis, y) if self.hyper else None
         del x
         esc = entropy.EscapeWriter()
         streams = []
-        if self.arch == "hyperprior":
+        if self.hyper:
             z_dec, kz, rows_z, zstream = entropy.encode_factorized(
                 self.factorized, z, dither, quantizer, self.rounding, esc)
             streams.append(zstream)
@@ -229,7 +231,7 @@ class LegacyCodec:
             raise CodecError(f"file was made with different weights for model {self.name!r} "
                              f"(fingerprint {header.fingerprint}, installed {self.fingerprint})")
         tiles = header.tiles
-        per_tile = 3 if self.arch == "hyperprior" else 2
+        per_tile = 3 if self.hyper else 2
         if len(streams) != per_tile * len(tiles):
             raise CodecError("corrupted file (wrong number of streams)")
         if header.tile % self.multiple:
@@ -246,7 +248,7 @@ class LegacyCodec:
         yshape, zshape = self.latent_shape(height, width)
         esc = entropy.EscapeReader(streams[-1])
         try:
-            if self.arch == "hyperprior":
+            if self.hyper:
                 z_dec = entropy.decode_factorized(self.factorized, streams[0], zshape, dither,
                                                   quantizer, self.rounding, esc)
                 mean, log_scale = self._hyper(z_dec)

@@ -5,8 +5,9 @@ no nonlinearity, and a factorized prior (tfc.DeepFactorized) on ``y``. The
 inference side of the same family: ``uqcodec/linear.py``.
 """
 from ..constants import LINEAR_GAIN
-from . import _tf, priors
-from .model import BaseModel, conv_layer, noisy_latent
+from . import _tf
+from .layers import conv_layer
+from .model import BaseModel, factorized_latent
 
 tf, tfc = _tf.load()
 layers = tf.keras.layers
@@ -50,7 +51,6 @@ class LinearModel(BaseModel):
 
     def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None),
                 rate=None, log_gain=None):
-        y_dec, bits_y = noisy_latent(
-            y, lambda lo, hi: priors.factorized_bin_prob(self.factorized, lo, hi), u=noise[0],
-            alpha=alpha, alpha_r=alpha_r, low_variance=low_variance)
+        y_dec, bits_y = factorized_latent(self.factorized, y, alpha, alpha_r, low_variance,
+                                          noise[0])
         return self.synthesis(y_dec), bits_y, tf.constant(0.0)

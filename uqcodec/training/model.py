@@ -1,10 +1,13 @@
-"""A compression model: transforms + priors of one family, with weight I/O.
+"""A compression model in training: the family's transforms and priors, with weight I/O.
 
-``CompressionModel(config)`` builds the model of ``config["arch"]``: the
-family's Keras transforms and priors (``linear.py``, ``hyperprior.py``), on the
-shared ``BaseModel`` (weight I/O, the training forward pass). ``noisy_latent``
-is the training proxy of quantization that both families use; ``save_model_dir``
-and ``factorized_tables`` write a model directory for the codec.
+``CompressionModel(config)`` builds the training model of ``config["arch"]``, looked up
+in the family registry (``uqcodec/families.py``): the family's Keras transforms and
+priors (``linear.py``, ``hyperprior.py``, ...) on the shared ``BaseModel`` (weight I/O,
+the training forward pass). Every sub-module a model holds is saved: ``named_variables``
+finds them, and a trainable weight outside them is refused (``check_saved``), so a new
+part cannot be trained and then left out of ``weights.npz``. ``noisy_latent`` is the
+training proxy of quantization; ``save_model_dir`` and ``factorized_tables`` write a
+model directory for the codec.
 """
 import io
 import json
@@ -12,35 +15,39 @@ import os
 
 import numpy as np
 
-from .. import entropy, quantization
+from .. import entropy, families as F, quantization
 from . import _tf, priors
 from ..codec import fingerprint  # noqa: F401  (export and cards use it)
+from .layers import conv_layer  # noqa: F401  (families build their layers with it)
 
 tf, tfc = _tf.load()
 layers = tf.keras.layers
 
-# Config keys that fix the shape of a model's weights (a warm start or resume must keep them).
+# Config keys that fix the shape of a model's weights (a warm start or resume must keep
+# them); a family adds its own as ``size_keys``.
 SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain", "bypass", "lambda_range")
 
 
-def families():
-    """{arch: model class}; each family's training code lives in its own module."""
-    from .hyperprior import HyperpriorModel
-    from .linear import LinearModel
-    return {"linear": LinearModel, "hyperprior": HyperpriorModel}
+def model_class(arch):
+    """The training model class of family ``arch`` (ValueError if unknown)."""
+    try:
+        return F.get(arch).training_class()
+    except Exception as e:  # noqa: BLE001 - CodecError of an unknown family
+        raise ValueError(str(e)) from None
+
+
+def size_keys(arch):
+    return SIZE_KEYS + tuple(getattr(model_class(arch), "size_keys", ()))
 
 
 def CompressionModel(config, conv_dtype="float32"):  # noqa: N802  (constructs a model)
-    """The training model of ``config["arch"]`` ("linear" or "hyperprior")."""
-    cls = families().get(config.get("arch"))
-    if cls is None:
-        raise ValueError(f"unknown architecture {config.get('arch')!r}")
-    return cls(config, conv_dtype)
+    """The training model of ``config["arch"]``."""
+    return model_class(config.get("arch"))(config, conv_dtype)
 
 
 def full_config(config):
     """Fill family defaults into a config dict."""
-    cfg = dict(families()[config["arch"]].defaults)
+    cfg = dict(model_class(config["arch"]).defaults)
     cfg.update(config)
     cfg.setdefault("training", "un")
     cfg.setdefault("alpha", None)
@@ -49,30 +56,29 @@ def full_config(config):
 
 def pad_multiple(cfg):
     """Image sizes are padded to a multiple of this before the analysis transform."""
-    return families()[cfg["arch"]].pad_multiple(cfg)
-
-
-def conv_layer(filters, kernel, stride, name, dtype, transpose=False, activation=None):
-    """A Keras (transposed) convolution with TensorFlow's "same" padding."""
-    cls = layers.Conv2DTranspose if transpose else layers.Conv2D
-    return cls(filters, kernel, strides=stride, padding="same", use_bias=True,
-               activation=activation, name=name, dtype=dtype)
+    return model_class(cfg["arch"]).pad_multiple(cfg)
 
 
 class BaseModel(tf.Module):
     """Transforms and priors of one model; a family (``linear.py``, ``hyperprior.py``)
-    adds ``make`` (its layers), ``hyper_latent`` and ``relaxed``."""
+    adds ``defaults`` (config), ``pad_multiple``, ``make`` (its layers, each an attribute),
+    ``hyper_latent`` and ``relaxed``."""
 
     def __init__(self, config, conv_dtype="float32"):
         super().__init__(name="uqcodec")
         self.config = cfg = full_config(config)
         self.make(cfg, conv_dtype)
-        m = self.pad_multiple(cfg)
+        self.build_weights()
+        self.check_saved()
+
+    def build_weights(self):
+        """Create every weight: one relaxed forward pass on a small blank image, with zero
+        noise (no random numbers drawn)."""
+        m = self.pad_multiple(self.config)
         y = self.analyze(tf.zeros((1, m, m, 3)))
-        self.synthesize(y)
-        if hasattr(self, "hyper_synthesis"):
-            self.hyper_synthesis(self.hyper_analysis(y))
-        self.factorized.cdf(tf.zeros((1, self.factorized.batch_shape[0])))
+        z = self.hyper_latent(y)
+        self.relaxed(y, z, noise=(tf.zeros_like(y), None if z is None else tf.zeros_like(z)),
+                     rate=tf.constant(0.5) if self.config.get("lambda_range") else None)
 
     # --- training graph -----------------------------------------------------
     def analyze(self, x):
@@ -95,23 +101,35 @@ class BaseModel(tf.Module):
         return self.relaxed(y, self.hyper_latent(y), alpha, alpha_r, low_variance, rate=rate)
 
     # --- weights --------------------------------------------------------------
+    def parts(self):
+        """{attribute: sub-module} of every part this model holds (its transforms, priors,
+        gains, ...): what is saved, each part's weights named ``part/variable``."""
+        return {k: v for k, v in sorted(vars(self).items())
+                if not k.startswith("_") and isinstance(v, tf.Module)}
+
     def named_variables(self):
         """{stable name: tf.Variable} for every weight of the model."""
         out = {}
-        parts = ["analysis", "synthesis", "hyper_analysis", "hyper_synthesis", "factorized",
-                 "bypass_analysis", "bypass_synthesis", "rate"]
-        for part in parts:
-            if not hasattr(self, part):
-                continue
-            for v in getattr(self, part).trainable_variables:
+        for part, module in self.parts().items():
+            for v in module.trainable_variables:
                 name = part + "/" + v.name.split(":")[0]
                 if name in out:
                     raise RuntimeError(f"duplicate variable name {name}")
                 out[name] = v
         return out
 
+    def check_saved(self):
+        """Refuse a model with trainable weights that ``named_variables`` would not save
+        (a sub-module kept somewhere else than in an attribute of the model)."""
+        saved = {id(v) for v in self.named_variables().values()}
+        lost = [v.name for v in self.trainable_variables if id(v) not in saved]
+        if lost:
+            raise ValueError(f"{type(self).__name__}: trainable weights that would not be "
+                             f"saved: {', '.join(sorted(lost)[:5])}")
+
     def weights_npz(self, half=True):
         """Serialize weights (conv kernels as float16 when ``half``) to npz bytes."""
+        self.check_saved()
         arrays = {}
         for name, v in sorted(self.named_variables().items()):
             a = v.numpy()
@@ -166,6 +184,13 @@ def noisy_latent(y, bin_prob, alpha=None, alpha_r=None, low_variance=True, u=Non
     bits -= tf.reduce_sum(tf.stop_gradient(h_hi - h_lo) * (s - s0))
     r = tfc.ops.soft_round_conditional_mean(v0, alpha_r)
     return r + (s - s0), bits
+
+
+def factorized_latent(prior, y, alpha=None, alpha_r=None, low_variance=True, u=None):
+    """``noisy_latent`` of a latent coded with a factorized prior (tfc.DeepFactorized):
+    (decoder input, bits)."""
+    return noisy_latent(y, lambda lo, hi: priors.factorized_bin_prob(prior, lo, hi),
+                        alpha, alpha_r, low_variance, u)
 
 
 def save_model_dir(model, out_dir, card):

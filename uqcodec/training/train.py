@@ -25,15 +25,10 @@ import time
 
 import numpy as np
 
-from ..codec import lambda_at, lambda_position
+from .. import families as F
+from ..rates import lambda_at, lambda_position
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "train")
-
-# Size of a new (not warm-started) model, unless given. The hyperprior is smaller than
-# Minnen et al.'s N=128/M=192: about 3x the steps per second on a CPU, which wins on a
-# budget of hours (README, "Time to quality"); latent gain 16 puts y near unit scale
-# at initialisation, so the unit quantization noise does not drown it.
-NEW_MODEL = {"hyperprior": {"N": 64, "M": 128, "latent_gain": 16.0}, "linear": {}}
 
 
 def lr_at(step, frac, lr, warmup, decay_start):
@@ -48,6 +43,7 @@ def lr_at(step, frac, lr, warmup, decay_start):
 
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+REWARM = 200  # steps of warm-up when a run resumes from its weights without optimizer state
 DATA_SPLITS = ("seed", "slice")
 
 
@@ -149,30 +145,36 @@ def run_fraction(step, steps, wall_seconds, minutes=None):
 
 def _warm_start(model, init_from, base, images):
     """Load the weights of model directory ``init_from`` (card ``base``) into ``model``;
-    a smaller hyperprior is first widened to the model's N and M (uqcodec.widen). Parts
-    the base does not have start fresh: a bypass fitted on training crops
-    (``widen.fit_bypass``), a variable-rate gain at 1/2 log(lambda / base lambda)."""
-    from .model import SIZE_KEYS, CompressionModel
+    a smaller model of a family that can widen is first widened to the model's N and M
+    (uqcodec.widen). Parts the base does not have at all start fresh: a bypass fitted on
+    training crops (``widen.fit_bypass``), a variable-rate gain at 1/2 log(lambda / base
+    lambda), any other new part (a context model's networks) at its initial values."""
+    from .model import CompressionModel, size_keys
     from . import widen as Wd
     weights = os.path.join(init_from, "weights.npz")
     new_parts = [k for k in ("bypass", "lambda_range") if model.config.get(k) and not base.get(k)]
     # a variable-rate model may move its lambda range: its learned gains are remapped
     moved = bool(base.get("lambda_range") and model.config.get("lambda_range")
                  and list(model.config["lambda_range"]) != list(base["lambda_range"]))
-    grow = [k for k in SIZE_KEYS if k in base and model.config.get(k) != base[k]
+    grow = [k for k in size_keys(model.arch) if k in base and model.config.get(k) != base[k]
             and not (k == "lambda_range" and moved)]
-    if (grow and (model.arch != "hyperprior" or set(grow) - {"N", "M"}
+    if (grow and (not F.get(model.arch).widen or set(grow) - {"N", "M"}
                   or any(model.config[k] < base[k] for k in grow))):
         raise ValueError(f"--init-from {init_from}: cannot change "
                          + ", ".join(f"{k} {base[k]} -> {model.config.get(k)}" for k in grow)
-                         + " (a hyperprior can only grow N and M)")
+                         + " (a model of a family that can widen can only grow N and M)")
     if grow:
         small = CompressionModel(base)  # a card is a config (as codec.load uses it)
         small.load_weights_npz(weights)
         Wd.widen(small, model, images[0][None, :256, :256].astype("float32") / 255.0)
     else:
-        model.load_weights_npz(weights, fresh=("bypass_analysis/", "bypass_synthesis/", "rate/")
-                               if new_parts else ())
+        with np.load(weights) as w:  # parts of the model that the base lacks entirely
+            have = {n.split("/", 1)[0] for n in w.files}
+        fresh = [p + "/" for p in model.parts() if p not in have]
+        if fresh:
+            print("uqcodec: new parts start fresh: " + ", ".join(p[:-1] for p in fresh),
+                  file=sys.stderr, flush=True)
+        model.load_weights_npz(weights, fresh=tuple(fresh))
     if "bypass" in new_parts:
         Wd.fit_bypass(model, images, int(base["M"]))
     if "lambda_range" in new_parts:
@@ -235,7 +237,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     # a multi-worker strategy configures the collectives: before any other TensorFlow op
     strat = _make_strategy(tf, strategy, devices)
     from . import data as D
-    from .model import SIZE_KEYS, CompressionModel
+    from .model import CompressionModel, size_keys
 
     replicas = strat.num_replicas_in_sync
     local_replicas = max(1, replicas // workers)
@@ -253,8 +255,9 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     lambda_range = None
     if isinstance(lmbda, (tuple, list)):
         lambda_range = [float(lmbda[0]), float(lmbda[1])]
-        if arch != "hyperprior" or not 0 < lambda_range[0] < lambda_range[1]:
-            raise ValueError("a lambda range LO:HI (0 < LO < HI) needs the hyperprior family")
+        if not F.get(arch).variable_rate or not 0 < lambda_range[0] < lambda_range[1]:
+            raise ValueError("a lambda range LO:HI needs 0 < LO < HI and a family with "
+                             "variable rate")
         lmbda = None
     config = {"arch": arch, "training": mode, "lambda": lmbda}
     if lambda_range:
@@ -264,16 +267,17 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     state_path = os.path.join(out, "train.json")
     state = {"wall_seconds": 0.0}
     resumed = resume and os.path.exists(state_path)
-    if resumed:  # the run's own size, whatever today's defaults
+    if resumed:  # the run's own config (its size), whatever today's defaults
         with open(state_path) as f:
             state = json.load(f)
-        for k in SIZE_KEYS:
-            if state.get(k) is not None:
-                config.setdefault(k, state[k])
+        saved = state.get("config") or {k: state[k] for k in size_keys(arch) if k in state}
+        for k, v in saved.items():
+            if v is not None:
+                config.setdefault(k, v)
     if init_from:
         with open(os.path.join(init_from, "model.json")) as f:
             base = json.load(f)
-        for k in SIZE_KEYS:
+        for k in size_keys(arch):
             if k in base:
                 config.setdefault(k, base[k])
         init_steps = base.get("steps") or 0
@@ -282,7 +286,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         init_steps = state.get("init_steps") or 0
         init_wall = state.get("init_wall_seconds") or 0.0
     else:
-        for k, v in NEW_MODEL[arch].items():
+        for k, v in F.get(arch).new_model.items():
             config.setdefault(k, v)
     # Where this run starts in the stream of training data (image scales, crops, lambdas,
     # noise): a warm start goes on from its base's steps instead of replaying the crops
@@ -297,14 +301,25 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
         opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
         variables = model.trainable_variables
-        if strategy != "one":  # slots before the restore, not restored on creation
-            opt.build(variables)
+        # the slots before the restore, so that a checkpoint always holds Adam's moments
+        # (also one written by a resume that stops before its first step)
+        opt.build(variables)
     ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var)
     ckpt_dir = os.path.join(out, "ckpt")
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2) if chief else None
     latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
+    rewarm_from = None
     if latest:  # every worker restores the chief's checkpoint (a shared run directory)
         ckpt.restore(latest)
+    elif resumed and workers == 1 and os.path.exists(os.path.join(out, "weights.npz")):
+        # a run carried to another machine as its weights and train.json (no optimizer
+        # state): the same schedule goes on, Adam's moments start again with a short
+        # warm-up of their own
+        model.load_weights_npz(os.path.join(out, "weights.npz"))
+        step_var.assign(int(state.get("steps") or 0))
+        rewarm_from = int(step_var.numpy())
+        print(f"uqcodec: resuming {out} at step {rewarm_from} from its weights (no optimizer "
+              f"state: {REWARM} steps of learning-rate warm-up)", file=sys.stderr, flush=True)
     elif resume and workers > 1 and resumed:
         raise ValueError(f"--resume: worker {worker} sees {state_path} but no checkpoint in "
                          f"{ckpt_dir}")
@@ -373,7 +388,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             f.write(model.weights_npz(half=False))
         os.replace(os.path.join(out, "weights.npz.tmp"), os.path.join(out, "weights.npz"))
         s = int(step_var.numpy())
-        meta = dict(model.config, steps=s, patch=patch, batch=batch, lr=lr, warmup=warmup,
+        meta = dict(model.config, config=dict(model.config), steps=s, patch=patch, batch=batch, lr=lr, warmup=warmup,
                     decay_start=decay_start, clip=clip, bf16=bf16, seed=seed, data_stream=stream,
                     data=os.path.abspath(data or DEFAULT_DATA),
                     init_from=init_from or (state.get("init_from") if resumed else None),
@@ -441,6 +456,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             a_now = alpha_at(f, a_start, a_end, alpha_ramp)
             r_now = alpha_at(f, r_start, r_end, alpha_ramp)
             lr_now = lr_at(s, f, lr, warmup, decay_start)
+            if rewarm_from is not None and s - rewarm_from < REWARM:
+                lr_now *= (s - rewarm_from + 1) / REWARM
             # this worker's vote to stop or checkpoint after this step and the chief's
             # clock; summed over the workers in the step (nothing to agree on alone)
             t_step = time.time()
@@ -527,7 +544,7 @@ def _forward_global_noise(tf, model, x, q, seed, step, batch, replica, rate=None
     """``model.forward`` with the noise of this replica's slice of the global batch,
     drawn from (seed, step): the same noise whatever the number of replicas."""
     y = model.analyze(x)
-    z = model.hyper_analysis(y) if model.arch == "hyperprior" else None
+    z = model.hyper_latent(y)
     n = tf.shape(x)[0]
     noise = []
     for i, t in enumerate((y, z)):

@@ -72,8 +72,11 @@ def widen(old, new, sample, seed=0):
     tf, _ = _tf.load()
     n_old, m_old = old.config["N"], old.config["M"]
     n_new, m_new = new.config["N"], new.config["M"]
-    if old.arch != "hyperprior" or new.arch != "hyperprior" or n_new < n_old or m_new < m_old:
-        raise ValueError("widen: needs two hyperprior models, the new one at least as large")
+    from .. import families
+    if (old.arch != new.arch or not families.get(new.arch).widen or n_new < n_old
+            or m_new < m_old):
+        raise ValueError("widen: needs two models of a family that can widen, the new one "
+                         "at least as large")
     ones = tf.ones((1, n_old))
     peaked = int(np.argmax(priors.factorized_bin_prob(old.factorized, -0.5 * ones,
                                                       0.5 * ones).numpy()[0]))

@@ -1,0 +1,121 @@
+"""The context family (channel groups + checkerboard, exact integer context networks):
+what the encoder codes the decoder rebuilds bit for bit, on any float arithmetic; the
+file size is the model's rate; with zero corrections it is the hyperprior it grew from."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import uqcodec
+from uqcodec import codec, container, latent_codecs as LC
+from conftest import DATA, ROOT, load
+
+TINY = os.path.join(DATA, "golden", "models", "context-vr-tiny")
+BASE = os.path.join(DATA, "golden", "models", "hyperprior-vr-tiny")
+
+
+def latents_sha(c, data):
+    h = hashlib.sha256()
+    for _, y_dec in c.decode_latents(*container.unpack(data)):
+        h.update(np.ascontiguousarray(y_dec, np.float64).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("quantizer", ["uq", "round"])
+@pytest.mark.parametrize("quality", [0, 7])
+def test_decoder_rebuilds_the_encoder(quantizer, quality):
+    x = load("kodim15_odd.png")
+    data, info = uqcodec.compress_with_info(x, model=TINY, seed=5, quantizer=quantizer,
+                                            quality=quality, reconstruct=True)
+    np.testing.assert_array_equal(uqcodec.decompress(data, model=TINY), info["reconstruction"])
+    assert 8 * len(data) <= 1.01 * info["rate_bits"] + 8 * 100 + 96
+    assert container.parse_header(data)[0].rate == info["rate"]
+
+
+def _variant(src, dst, arch, zero_context):
+    """A copy of model ``src`` as family ``arch`` (same weights; the context networks'
+    corrections zeroed, or dropped for a hyperprior)."""
+    dst.mkdir()
+    w = dict(np.load(os.path.join(src, "weights.npz")))
+    for k in list(w):
+        if k.startswith("context/") and (arch != "context" or (zero_context and "conv2" in k)):
+            if arch != "context":
+                del w[k]
+            else:
+                w[k] = np.zeros_like(w[k])
+    np.savez(dst / "weights.npz", **w)
+    card = json.load(open(os.path.join(src, "model.json")))
+    card.update(arch=arch, name=dst.name)
+    (dst / "model.json").write_text(json.dumps(card))
+    (dst / "tables.npz").write_bytes(open(os.path.join(src, "tables.npz"), "rb").read())
+    return str(dst)
+
+
+def test_zero_context_is_the_hyperprior_and_the_context_changes_the_parameters(tmp_path,
+                                                                            monkeypatch):
+    """With its corrections zeroed the context model codes the symbols of the hyperprior
+    with the same weights (same size up to the coder's last words, same decoded latents:
+    universal quantization does not depend on the parameters); the trained context nets
+    change the parameters, so the file changes and the latents do not."""
+    from uqcodec import entropy
+    monkeypatch.setattr(entropy.GaussianCoder, "work_budget", None)  # (a tiny toy model)
+    x = load("kodim05_crop.png")
+    zero = _variant(TINY, tmp_path / "zero", "context", True)
+    hyper = _variant(TINY, tmp_path / "hyper", "hyperprior", False)
+    files = {m: uqcodec.compress(x, model=m, seed=9, quality=2) for m in (TINY, zero, hyper)}
+    streams = {m: container.unpack(d)[1] for m, d in files.items()}
+    assert streams[zero][0] == streams[hyper][0]  # z: the same stream
+    assert abs(len(streams[zero][1]) - len(streams[hyper][1])) <= 8  # y: the same symbols
+    # the same escaped symbols (in another order: the coding orders differ)
+    assert sorted(streams[zero][2]) == sorted(streams[hyper][2])
+    lat = {m: latents_sha(codec.load(m), d) for m, d in files.items()}
+    assert lat[zero] == lat[hyper] == lat[TINY]
+    assert streams[TINY][1] != streams[zero][1]
+
+
+def test_coding_order_is_groups_then_halves():
+    parts = list(LC.ContextLatentCodec._parts(
+        type("C", (), {"groups": [2, 3], "checkerboard": True})(), (3, 4, 5)))
+    assert [(g, s.start, s.stop, second) for g, s, _, second in parts] == [
+        (0, 0, 2, False), (0, 0, 2, True), (1, 2, 5, False), (1, 2, 5, True)]
+    anchors = parts[0][2]
+    assert anchors[0, 0] and not anchors[0, 1] and anchors[1, 1] and anchors.sum() == 6
+
+
+SCRIPT = r"""
+import hashlib, sys, numpy as np
+from uqcodec import codec, container
+c = codec.load(sys.argv[1])
+h = hashlib.sha256()
+for _, y in c.decode_latents(*container.unpack(open(sys.argv[2], "rb").read())):
+    h.update(np.ascontiguousarray(y, np.float64).tobytes())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("env", [
+    {"UQCODEC_THREADS": "1"},
+    {"UQCODEC_THREADS": "2", "UQCODEC_ORT_NO_OPT": "1"},
+    {"NPY_DISABLE_CPU_FEATURES": "AVX512F,AVX512CD,AVX512_SKX,AVX512_CLX,AVX512_CNL,"
+                                 "AVX512_ICL,AVX2,FMA3", "OPENBLAS_CORETYPE": "Haswell"},
+], ids=["one-thread", "ort-unoptimized", "no-avx512"])
+def test_same_latents_on_other_arithmetic(env, tmp_path):
+    x = load("kodim05_crop.png")
+    data = uqcodec.compress(x, model=TINY, seed=21, quality=4, tile=64)
+    f = tmp_path / "a.uq"
+    f.write_bytes(data)
+    want = latents_sha(codec.load(TINY), data)
+    e = dict(os.environ, **env)
+    r = subprocess.run([sys.executable, "-c", SCRIPT, TINY, str(f)], capture_output=True,
+                       text=True, env=e, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want
+
+
+def test_card_declares_the_context():
+    card = json.load(open(os.path.join(TINY, "model.json")))
+    assert card["arch"] == "context" and card["groups"] == [4, 8, 12] and card["checkerboard"]
