@@ -7,6 +7,7 @@ the same values. docs/format.md refers to them by these names.
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 128
 LOG_SCALE_MIN = -2.2072749131897207    # log(SCALE_MIN): also the lower bound of training's log-scale
 LOG_SCALE_STEP = 0.061042931950151834  # (log(SCALE_MAX) - log(SCALE_MIN)) / (SCALE_LEVELS - 1)
+LOG_SCALE_MAX = LOG_SCALE_MIN + (SCALE_LEVELS - 1) * LOG_SCALE_STEP  # the grid's top (IEEE: same bits)
 MEAN_GRID = 64                         # means are snapped to multiples of 1/MEAN_GRID
 MEAN_STEP = 1.0 / MEAN_GRID
 GAUSS_RADIUS = 4096                    # version 1/2 QuantizedGaussian support [-R, R]

@@ -9,8 +9,6 @@ import numpy as np
 from . import constants as K, latent_codecs as LC
 from .hyperprior import Hyperprior
 
-LOG_SCALE_MAX = K.LOG_SCALE_MIN + (K.SCALE_LEVELS - 1) * K.LOG_SCALE_STEP
-
 
 class ContextHyperprior(Hyperprior):
     def make_latent_codec(self, weights, tables, card, rounding):
@@ -19,7 +17,7 @@ class ContextHyperprior(Hyperprior):
         nets, a = [], 0
         for g, n in enumerate(groups):
             clamp = lambda c: (np.full(c, -K.CONTEXT_CLAMP), np.full(c, K.CONTEXT_CLAMP))  # noqa
-            inputs = [clamp(n), (np.full(n, K.LOG_SCALE_MIN), np.full(n, LOG_SCALE_MAX))]
+            inputs = [clamp(n), (np.full(n, K.LOG_SCALE_MIN), np.full(n, K.LOG_SCALE_MAX))]
             if a:
                 inputs.append(clamp(a))
             if checker:

@@ -55,17 +55,25 @@ class FactorizedLatentCodec:
                                          self.rounding, esc)
 
 
+def _grid_fold(M, log_scale_origin, out_scale=1.0):
+    """The fold of an integer network's last layer whose 2M outputs are means (in units of
+    MEAN_STEP) and log-scales (in scale index steps from ``log_scale_origin``), the float
+    outputs first multiplied by ``out_scale`` (a power of two: exact)."""
+    def fold(kernel, bias):
+        kernel, bias = kernel * out_scale, bias * out_scale
+        kernel[..., :M] *= K.MEAN_GRID
+        bias[:M] *= K.MEAN_GRID
+        kernel[..., M:] /= K.LOG_SCALE_STEP
+        bias[M:] = (bias[M:] - log_scale_origin) / K.LOG_SCALE_STEP
+        return kernel, bias
+    return fold
+
+
 def gaussian_parameters(layers, M, inputs):
     """An integer network whose 2M outputs are the mean of M latent channels in units of
     MEAN_STEP and their scale index: the grid is folded into the last layer's weights.
     Returns a function (input arrays) -> (mean index, scale index), both int64."""
-    def fold(kernel, bias):  # mean channels in units of MEAN_STEP, scale channels in index steps
-        kernel[..., :M] *= K.MEAN_GRID
-        bias[:M] *= K.MEAN_GRID
-        kernel[..., M:] /= K.LOG_SCALE_STEP
-        bias[M:] = (bias[M:] - K.LOG_SCALE_MIN) / K.LOG_SCALE_STEP
-        return kernel, bias
-    net = intnet.IntNet(inputs, layers, fold)
+    net = intnet.IntNet(inputs, layers, _grid_fold(M, K.LOG_SCALE_MIN))
 
     def params(*xs):
         out = net(*xs)
@@ -78,14 +86,7 @@ def correction_net(layers, M, inputs):
     """An integer network whose 2M outputs correct the mean (in MEAN_STEP units) and the
     scale index (in index steps) of M latent channels: CONTEXT_OUT_SCALE and the grid
     folded into its last layer. Returns the network: (input arrays) -> int64 (..., 2M)."""
-    def fold(kernel, bias):
-        kernel, bias = kernel * K.CONTEXT_OUT_SCALE, bias * K.CONTEXT_OUT_SCALE  # (exact: 2^5)
-        kernel[..., :M] *= K.MEAN_GRID
-        bias[:M] *= K.MEAN_GRID
-        kernel[..., M:] /= K.LOG_SCALE_STEP
-        bias[M:] /= K.LOG_SCALE_STEP
-        return kernel, bias
-    return intnet.IntNet(inputs, layers, fold)
+    return intnet.IntNet(inputs, layers, _grid_fold(M, 0.0, K.CONTEXT_OUT_SCALE))
 
 
 class GaussianConditionalLatentCodec:
@@ -222,7 +223,7 @@ class ContextLatentCodec:
                 np.clip(scale_index[..., sl] + out[..., n:], 0, K.SCALE_LEVELS - 1))
 
     def _code(self, y_shape, mean_index, scale_index, dither, quantizer, rate, step,
-              coder, encoding):
+              encoding):
         """Walk the parts in coding order; ``step(sel, mean_q, idx, c, u)`` codes one part
         and returns its symbols d. Returns the decoder input of y. The work budget holds
         for the whole latent: each part is checked with the parts before it."""
@@ -257,7 +258,7 @@ class ContextLatentCodec:
             bits[0] += coder.encode(enc, d, mean_q, idx, c, u, esc)
             return d
         y_dec = self._code(y.shape, mean_index, scale_index, dither, quantizer, rate, step,
-                           coder, True)
+                           True)
         return zstreams + [entropy.finish(enc)], bits[0] + bits_z, y_dec
 
     def decode(self, streams, shapes, dither, quantizer, esc, rate=0):
@@ -267,7 +268,7 @@ class ContextLatentCodec:
         coder, dec = self._unchecked(rate), entropy.new_decoder(streams[1])
         return self._code(yshape, mean_index, scale_index, dither, quantizer, rate,
                           lambda where, mean_q, idx, c, u: coder.decode(dec, mean_q, idx, c, u,
-                                                                         esc), coder, False)
+                                                                         esc), False)
 
     def _unchecked(self, rate):
         """The Gaussian coder at this rate without its per-call budget check (``_code``

@@ -15,7 +15,6 @@ import functools
 import numpy as np
 
 from .constants import LOG_SCALE_STEP, RATE_DIV, RATE_KNOT_SCALE
-from .errors import CodecError
 
 
 class InferenceModel:
@@ -76,8 +75,6 @@ class InferenceModel:
 
     def encode(self, latents, dither, quantizer, esc, rate=0):
         """-> (streams except escapes, rate in bits, decoder input of y)."""
-        if rate and not self.variable:
-            raise CodecError("a fixed-rate model has no rate parameter")
         return self.latent_codec.encode(latents, dither, quantizer, esc, rate)
 
     def decode(self, streams, shapes, dither, quantizer, esc, rate=0):

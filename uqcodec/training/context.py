@@ -12,16 +12,14 @@ warm start from a mean & scale hyperprior starts as that model. The decoder inpu
 the context sees is what the codec's decoder has: with universal quantization it does
 not depend on the mean. Inference (exact integer networks): ``uqcodec/context.py``.
 """
-from ..constants import (CONTEXT_CLAMP, CONTEXT_DIV, CONTEXT_OUT_SCALE, LOG_SCALE_MIN,
-                         LOG_SCALE_STEP, SCALE_LEVELS)
+from ..constants import (CONTEXT_CLAMP, CONTEXT_DIV, CONTEXT_OUT_SCALE, LOG_SCALE_MAX,
+                         LOG_SCALE_MIN)
 from . import _tf
 from .hyperprior import HyperpriorModel
 from .layers import conv_layer
 
 tf, tfc = _tf.load()
 layers = tf.keras.layers
-
-LOG_SCALE_MAX = LOG_SCALE_MIN + (SCALE_LEVELS - 1) * LOG_SCALE_STEP
 
 
 def default_groups(M):

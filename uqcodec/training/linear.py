@@ -7,7 +7,7 @@ inference side of the same family: ``uqcodec/linear.py``.
 from ..constants import LINEAR_GAIN
 from . import _tf
 from .layers import conv_layer
-from .model import BaseModel, factorized_latent
+from .model import FactorizedPriorModel
 
 tf, tfc = _tf.load()
 layers = tf.keras.layers
@@ -33,7 +33,7 @@ class LinearSynthesis(tf.keras.Sequential):
                                dtype="float32", name="uncenter"))
 
 
-class LinearModel(BaseModel):
+class LinearModel(FactorizedPriorModel):
     arch = "linear"
     defaults = {"M": 192, "stride": 8, "kernel": 16}
 
@@ -45,12 +45,3 @@ class LinearModel(BaseModel):
         self.analysis = LinearAnalysis(cfg["M"], cfg["stride"], cfg["kernel"], conv_dtype)
         self.synthesis = LinearSynthesis(cfg["stride"], cfg["kernel"], conv_dtype)
         self.factorized = tfc.DeepFactorized(batch_shape=(cfg["M"],), name="prior")
-
-    def hyper_latent(self, y):
-        return None
-
-    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None),
-                rate=None, log_gain=None):
-        y_dec, bits_y = factorized_latent(self.factorized, y, alpha, alpha_r, low_variance,
-                                          noise[0])
-        return self.synthesis(y_dec), bits_y, tf.constant(0.0)

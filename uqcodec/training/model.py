@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import entropy, families as F, quantization
 from . import _tf, priors
+from ..errors import CodecError
 from ..codec import fingerprint  # noqa: F401  (export and cards use it)
 from .layers import conv_layer  # noqa: F401  (families build their layers with it)
 
@@ -31,9 +32,10 @@ SIZE_KEYS = ("N", "M", "stride", "kernel", "latent_gain", "bypass", "lambda_rang
 def model_class(arch):
     """The training model class of family ``arch`` (ValueError if unknown)."""
     try:
-        return F.get(arch).training_class()
-    except Exception as e:  # noqa: BLE001 - CodecError of an unknown family
+        family = F.get(arch)
+    except CodecError as e:  # an unknown family
         raise ValueError(str(e)) from None
+    return family.training_class()
 
 
 def size_keys(arch):
@@ -191,6 +193,21 @@ def factorized_latent(prior, y, alpha=None, alpha_r=None, low_variance=True, u=N
     (decoder input, bits)."""
     return noisy_latent(y, lambda lo, hi: priors.factorized_bin_prob(prior, lo, hi),
                         alpha, alpha_r, low_variance, u)
+
+
+class FactorizedPriorModel(BaseModel):
+    """A family whose latent ``y`` has a factorized prior (``self.factorized``, a
+    tfc.DeepFactorized) and no hyper-latent: the linear model, and any transforms over
+    the same prior."""
+
+    def hyper_latent(self, y):
+        return None
+
+    def relaxed(self, y, z=None, alpha=None, alpha_r=None, low_variance=True, noise=(None, None),
+                rate=None, log_gain=None):
+        y_dec, bits_y = factorized_latent(self.factorized, y, alpha, alpha_r, low_variance,
+                                          noise[0])
+        return self.synthesize(y_dec), bits_y, tf.constant(0.0)
 
 
 def save_model_dir(model, out_dir, card):
