@@ -146,7 +146,7 @@ def main():
           "of which transforms |")
     print("|---|---|---|")
     for name in names:
-        paths = [("inference engine (version 3)", False)]
+        paths = [("inference engine (version 4)", False)]
         if not args.no_legacy:
             paths.append(("TensorFlow path (version 2)", True))
         for label, legacy in paths:

@@ -8,7 +8,7 @@ by uqcodec 0.1 to 0.8, with ``legacy.py``).
 
     python scripts/make_golden.py [--models hyperprior-sr-0.01,linear-sr-0.01]
 
-Per version-3 file golden.json holds the sha256 of the decoder's exact latents
+Per version-3/4 file golden.json holds the sha256 of the decoder's exact latents
 (the same bits on every machine) and of the decoded pixels on the machine that
 wrote it, and ``NAME.png`` the pixels (other machines: within 1 level).
 Files: {model}_{quantizer}_v{version}.uq for both quantizers, plus a file
@@ -48,6 +48,15 @@ def latents_sha(c, data):
     return h.hexdigest()
 
 
+def _fits(c, img, rate):
+    from uqcodec.errors import BudgetError
+    try:
+        c.encode(img, SEED, "round", "RGB", rate=rate)
+        return True
+    except BudgetError:
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -68,10 +77,12 @@ def main():
         c = codec.load(zoo.resolve(name))
         jobs = [(q, small, container.DEFAULT_TILE, "", 0) for q in ("uq", "round")]
         jobs.append(("uq", full, 64, "_tiled", 0))
-        if c.variable:  # the lowest and the highest rate parameter of its range
-            opts = rateset.RateSet([c]).options()
+        if c.variable:  # the lowest and the highest rate parameter of its range (the
+            # highest within the decoder's work budget for this crop)
+            opts = [r for _, r in rateset.RateSet([c]).options()]
+            top = next(r for r in reversed(opts) if _fits(c, small, r))
             jobs = [(q, small, container.DEFAULT_TILE, f"_r{r}", r)
-                    for q, r in (("uq", opts[0][1]), ("round", opts[-1][1]))]
+                    for q, r in (("uq", opts[0]), ("round", top))]
         for q, img, tile, suffix, rate in jobs:
             data, info = c.encode(img, SEED, q, "RGB", reconstruct=True, tile=tile, rate=rate)
             out = uqcodec.decompress(data)

@@ -242,7 +242,7 @@ def test_other_weights_fingerprint(encoded, tmp_path):
     assert r.returncode == 0
     r = run_cli("decompress", str(tmp_path / "a.uq"), "--model", str(other))
     one_line_error(r)
-    assert "different weights" in r.stderr
+    assert "different version of model" in r.stderr and "weights, tables or coding" in r.stderr
     assert not (tmp_path / "a.png").exists()
 
 
@@ -309,3 +309,21 @@ def test_train_without_a_training_set_says_so_before_tensorflow(tmp_path):
     assert "--data" in r.stderr
     assert r.stdout.strip() == "TF False"
     assert not (tmp_path / "m").exists()
+
+
+def test_models_lists_a_model_without_measurements(tmp_path):
+    """`uqcodec models` lists a model whose card has no lambda and no Kodak numbers (a
+    fresh export without ../shared) instead of failing on its format."""
+    import json as _json
+    src = os.path.join(DATA, "golden", "models", "factorized-sr-tiny")
+    dst = tmp_path / "bare"
+    shutil.copytree(src, dst)
+    card = _json.loads((dst / "model.json").read_text())
+    for k in ("lambda", "kodak_bpp", "kodak_psnr", "steps"):
+        card.pop(k, None)
+    (dst / "model.json").write_text(_json.dumps(card))
+    r = run_cli("models", env={"UQCODEC_MODELS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if "factorized-sr-tiny" in l)
+    fields = line.lstrip("* ").split()
+    assert fields[1:7] == ["factorized", "sr", "-", "-", "-", "-"], line

@@ -119,3 +119,41 @@ def test_same_latents_on_other_arithmetic(env, tmp_path):
 def test_card_declares_the_context():
     card = json.load(open(os.path.join(TINY, "model.json")))
     assert card["arch"] == "context" and card["groups"] == [4, 8, 12] and card["checkerboard"]
+
+
+def test_corrections_add_to_the_hyper_scale_beyond_the_grid(tmp_path, crop):
+    """Training adds a group's log-scale correction to the hyper-synthesis' log-scale
+    bounded below only, so a trained model may put the hyper scales far above the grid
+    and take them back in the context networks (a 4-hour run did). The codec must add the
+    corrections to the unclipped index too: a model whose hyper log-scales are raised by
+    128 grid steps (all beyond the grid) and whose corrections take them off again codes what the model without
+    the shift codes (clipping first made a trained model's files 1.7x its rate)."""
+    from uqcodec import constants as K, quantization as Q, entropy
+    card = json.load(open(os.path.join(TINY, "model.json")))
+    groups, M = card["groups"], card["M"]
+    shift = 128 * K.LOG_SCALE_STEP
+    bits = []
+    for name, raise_hyper in (("plain", False), ("raised", True)):
+        d = tmp_path / name
+        d.mkdir()
+        w = {k: v.astype(np.float32) for k, v in np.load(os.path.join(TINY, "weights.npz")).items()}
+        for g, n in enumerate(groups):  # the networks ignore the hyper log-scale input
+            w[f"context/g{g}_conv0/kernel"][:, :, n:2 * n, :] = 0.0
+            if raise_hyper:
+                w[f"context/g{g}_conv2/bias"][n:] -= shift / K.CONTEXT_OUT_SCALE
+        if raise_hyper:
+            w["hyper_synthesis/conv2/bias"][M:] += shift
+        np.savez(d / "weights.npz", **w)
+        (d / "model.json").write_text(json.dumps(dict(card, name=name)))
+        (d / "tables.npz").write_bytes(open(os.path.join(TINY, "tables.npz"), "rb").read())
+        c = codec.Codec(str(d))
+        lat = c.analyze(crop[:64, :96])
+        if raise_hyper:  # the shift really leaves the grid
+            _, scale = c.family.latent_codec._hyper_params(
+                c.family.latent_codec.hyper.z_codec.encode(
+                    (lat[1],), Q.Dither(3, 0, 4), "uq", entropy.EscapeWriter())[2])
+            assert scale.min() >= K.SCALE_LEVELS
+        _, b, _ = c.family.encode(lat, Q.Dither(3, 0, 4), "uq", entropy.EscapeWriter(),
+                                  c.rate_at_lambda(0.01))
+        bits.append(b)
+    assert abs(bits[1] - bits[0]) <= 0.01 * bits[0], bits

@@ -95,6 +95,24 @@ def test_summary_and_bdrate(run):
     assert "BD-rate vs UN+Q" in paper and cards[0]["arch"] in paper
 
 
+def test_results_hold_no_path_of_this_machine(run, images):
+    """The folder is named relative to the current directory when it lies in it or beside
+    it (../shared/data/kodak), else by its name: results are committed."""
+    out, _, _ = run
+    d, _ = images
+    s = json.load(open(out / "summary.json"))
+    # a temporary folder: by its name, or relative where it lies beside the current
+    # directory (a checkout in /tmp), never as an absolute path
+    assert s["dir"] == evaluate.shown_dir(str(d)) and not os.path.isabs(s["dir"])
+    assert s["dir"].endswith(d.name)
+    for f in ("summary.json", "paper.md", "per_image.csv", "bdrate.csv"):
+        assert str(d.parent) not in open(out / f).read(), f
+    here = os.getcwd()
+    assert evaluate.shown_dir(os.path.join(here, "a", "b")) == "a/b"
+    assert evaluate.shown_dir(os.path.join(os.path.dirname(here), "shared", "kodak")) == (
+        "../shared/kodak")
+
+
 def test_refuses_existing_results_and_bad_input(run, images):
     out, _, _ = run
     d, _ = images

@@ -2,7 +2,7 @@
 
 The files in tests/data/golden/ were written by scripts/make_golden.py (the
 version-1 files are byte-identical to files written by uqcodec 0.1.0, before
-tiling; version 1 and 2 files are frozen). Version-3 files must give exactly the
+tiling; version 1 and 2 files are frozen). Version-3 and 4 files must give exactly the
 committed latents (the exact entropy path: the same bits on every machine) and
 pixels within 1 level of the committed PNG (the float32 synthesis); version 1/2
 files exactly the committed pixels (TensorFlow's oneDNN arithmetic, which they
@@ -70,7 +70,8 @@ def test_golden_file_decodes_to_committed_pixels(name):
     assert (header.model, header.version, header.quantizer, header.seed) == (
         want["model"], want["version"], want["quantizer"], want["seed"])
     # no skip: the golden models are frozen in tests/data/golden/models
-    installed = codec.load(zoo.find_by_name(want["model"])).fingerprint
+    c = codec.load(zoo.find_by_name(want["model"]))
+    installed = c.fingerprint if want["version"] >= 4 else c.fingerprint_v3
     assert installed == want["fingerprint"], (
         f"model {want['model']} was replaced (fingerprint {installed}, golden files made with "
         f"{want['fingerprint']}): regenerate with scripts/make_golden.py")
@@ -80,7 +81,6 @@ def test_golden_file_decodes_to_committed_pixels(name):
         assert hashlib.sha256(out.tobytes()).hexdigest() == want["sha256"]
         return
     from PIL import Image
-    c = codec.load(zoo.find_by_name(want["model"]))
     assert make_golden.latents_sha(c, data) == want["latents_sha256"]
     ref = np.asarray(Image.open(os.path.join(GOLDEN, name[:-3] + ".png")))
     assert np.abs(out.astype(int) - ref).max() <= 1
@@ -95,7 +95,7 @@ def _forge_version(data, version):
     return bytes(buf)
 
 
-@pytest.mark.parametrize("version", [0, 4, 255])
+@pytest.mark.parametrize("version", [0, container.VERSION + 1, 255])
 def test_unknown_version_is_refused_clearly(version):
     data = open(os.path.join(GOLDEN, "hyperprior-sr-0.01_uq_v2.uq"), "rb").read()
     with pytest.raises(uqcodec.CodecError, match=f"unsupported .uq format version {version}"):
@@ -124,7 +124,7 @@ def test_encoder_still_writes_the_golden_v1_bytes():
     assert data == open(os.path.join(GOLDEN, name), "rb").read()
 
 
-def test_current_encoder_writes_the_golden_v3_bytes():
+def test_current_encoder_writes_the_golden_bytes():
     """The encoder is deterministic: the same crop, model and seed give the golden bytes."""
     from PIL import Image
     from uqcodec import codec, zoo
@@ -134,3 +134,74 @@ def test_current_encoder_writes_the_golden_v3_bytes():
     c = codec.load(zoo.find_by_name(want["model"]))
     data, _ = c.encode(img[32:64, 56:104], want["seed"], "uq", "RGB")
     assert data == open(os.path.join(GOLDEN, name), "rb").read()
+
+
+def _altered_model(tmp_path, name, tables=None, card=None, resave=False):
+    """A copy of golden model ``name`` in tmp_path/models with ``tables(dict)`` /
+    ``card(dict)`` applied; ``resave``: weights.npz rewritten with the same arrays."""
+    import shutil
+    dst = tmp_path / "models" / name
+    shutil.copytree(os.path.join(GOLDEN_MODELS, name), dst)
+    if tables:
+        t = dict(np.load(dst / "tables.npz"))
+        tables(t)
+        np.savez_compressed(dst / "tables.npz", **t)
+    if card:
+        c = json.loads((dst / "model.json").read_text())
+        card(c)
+        (dst / "model.json").write_text(json.dumps(c))
+    if resave:
+        w = dict(np.load(dst / "weights.npz"))
+        np.savez(dst / "weights.npz", **w)  # uncompressed: other bytes, same arrays
+    return str(tmp_path / "models")
+
+
+def _one_step_up(t):
+    p = t["probs"].copy()
+    p[0, :] = np.nextafter(p[0, :], np.float16(1))  # channel 0 moved by one float16 step
+    t["probs"] = p
+
+
+@pytest.mark.parametrize("alter", [
+    {"tables": _one_step_up},
+    {"card": lambda c: c.update(alpha=c["alpha"] + 0.5)},
+    {"card": lambda c: c.update(training="un")},
+])
+def test_changed_tables_or_card_are_refused_not_decoded(tmp_path, monkeypatch, alter):
+    """Format 4's fingerprint covers the tables and the card's coding fields: a model
+    re-exported with one table entry or its alpha changed refuses the file with a clear
+    error instead of decoding it to garbage (a tiled v3 file decoded to max pixel error
+    255 with one float16 step in one table)."""
+    from uqcodec import codec
+    name = "hyperprior-sr-0.01_uq_v4_tiled.uq"
+    data = open(os.path.join(GOLDEN, name), "rb").read()
+    monkeypatch.setenv("UQCODEC_MODELS", _altered_model(tmp_path, TABLE[name]["model"], **alter))
+    codec._cache.clear()
+    try:
+        with pytest.raises(uqcodec.CodecError, match="different version of model "
+                           "'hyperprior-sr-0.01'.*weights, tables or coding settings differ"):
+            uqcodec.decompress(data)
+    finally:
+        codec._cache.clear()
+
+
+def test_fingerprint_is_over_values_not_file_bytes(tmp_path, monkeypatch):
+    """Weights saved again with the same values (other zip bytes) and a card with alpha
+    written as an integer keep the fingerprint: such a model still decodes version-4
+    files exactly. Documentation fields of the card are not covered."""
+    from uqcodec import codec
+    name = "hyperprior-sr-0.01_uq_v4.uq"
+    data = open(os.path.join(GOLDEN, name), "rb").read()
+    def card(c):
+        c.update(alpha=int(c["alpha"]) if c["alpha"] == int(c["alpha"]) else c["alpha"],
+                 kodak_psnr=1.0, description="edited")
+    monkeypatch.setenv("UQCODEC_MODELS", _altered_model(tmp_path, TABLE[name]["model"],
+                                                        card=card, resave=True))
+    codec._cache.clear()
+    try:
+        out = uqcodec.decompress(data)
+    finally:
+        codec._cache.clear()
+    from PIL import Image
+    ref = np.asarray(Image.open(os.path.join(GOLDEN, name[:-3] + ".png")))
+    assert np.abs(out.astype(int) - ref).max() <= 1

@@ -1,4 +1,4 @@
-"""Files decode on every machine: the exact entropy path (format version 3).
+"""Files decode on every machine: the exact entropy path (format versions 3 and 4).
 
 Other machines are stood in for by settings that change this machine's float
 arithmetic: OpenBLAS kernels of other CPUs (NumPy's matrix products), one BLAS
@@ -67,10 +67,42 @@ def _latents_sha(c, data):
     return h.hexdigest()
 
 
+GOLDEN_MODELS = os.path.join(ROOT, "tests", "data", "golden", "models")
+
+
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    """Files of both families and quantizers (one with several tiles), with the
+def models(tmp_path_factory):
+    """A models folder (UQCODEC_MODELS, here and in the decoding processes): the shipped
+    models, and for every registered family that ships none yet its golden test model
+    (tests/data/golden/models), so that every family is covered."""
+    from uqcodec import families
+    d = tmp_path_factory.mktemp("models")
+    shipped_dir = zoo.models_dir()
+    for name in os.listdir(shipped_dir):
+        os.symlink(os.path.join(shipped_dir, name), d / name)
+    have = {c.get("arch") for c in zoo.list_models()}
+    extra = []
+    for name in sorted(os.listdir(GOLDEN_MODELS)):
+        arch = zoo.read_card(os.path.join(GOLDEN_MODELS, name)).get("arch")
+        if arch in families.names() and arch not in have:
+            os.symlink(os.path.join(GOLDEN_MODELS, name), d / name)
+            extra.append(name)
+            have.add(arch)
+    assert have >= set(families.names())  # every family has a model to test
+    old = os.environ.get("UQCODEC_MODELS")
+    os.environ["UQCODEC_MODELS"] = str(d)
+    yield extra
+    if old is None:
+        os.environ.pop("UQCODEC_MODELS")
+    else:
+        os.environ["UQCODEC_MODELS"] = old
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, models):
+    """Files of every family and both quantizers (one with several tiles), with the
     encoder's latents and reconstructions."""
+    from uqcodec import families
     tmp = tmp_path_factory.mktemp("portable")
     img = load("kodim05_crop.png")
     files = {}
@@ -79,7 +111,17 @@ def written(tmp_path_factory):
             (shipped("linear"), "uq", 1024, None)]
     # variable-rate models: a low and a high rate parameter (gain below and above 1)
     jobs += [(c["name"], q, 1024, quality) for c in zoo.variable_models()
-             for q, quality in (("uq", 1.0), ("round", 9.0))]
+             if c["name"] not in models for q, quality in (("uq", 1.0), ("round", 9.0))]
+    # every other family that ships fixed-rate models: the middle one, both quantizers
+    for arch in families.names():
+        card = zoo.middle(arch) if arch not in ("hyperprior", "linear") else None
+        if card is not None:
+            jobs += [(card["name"], q, 1024, None) for q in ("uq", "round")]
+    # families that ship no model yet: their golden test models, both quantizers
+    # (a variable-rate one at a low quality: the tiny models' scales are wide)
+    jobs += [(name, q, 64 if q == "round" else 1024,
+              1.0 if zoo.read_card(zoo.find_by_name(name)).get("lambda_range") else None)
+             for name in models for q in ("uq", "round")]
     for i, (model, q, tile, quality) in enumerate(jobs):
         data, info = uqcodec.compress_with_info(img, model=model, seed=1000 + i, quantizer=q,
                                                 reconstruct=True, tile=tile, quality=quality)

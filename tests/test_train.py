@@ -296,3 +296,33 @@ def test_resume_from_carried_weights_continues_the_schedule(tmp_path, capfd):
     assert state["steps"] == 5 and state["lambda_range"] == [0.001, 0.1]
     moved = dict(np.load(carried / "weights.npz"))
     assert any(not np.array_equal(before[k], moved[k]) for k in before)
+
+
+def test_factorized_from_a_variable_rate_hyperprior_with_fresh_lr(tmp_path):
+    """A fixed-rate factorized model warm-started from a variable-rate hyperprior: the
+    transforms come from the base, the prior starts fresh and learns at --fresh-lr x the
+    rate (its own Adam), the base's lambda range and gains are dropped (a fixed-rate
+    model), and a resumed run keeps the multiplier."""
+    from uqcodec.training import train
+    base = os.path.join(DATA, "golden", "models", "hyperprior-vr-tiny")
+    kw = dict(data=DATA, patch=64, batch=2, warmup=1, progress=False, bf16=False,
+              export=False, log_every=1000)
+    runs = {}
+    for fresh in (1.0, 100.0):  # the same steps; only the prior's learning rate differs
+        run = tmp_path / f"f{fresh:g}"
+        state = train.train("factorized", "sr", 0.01, str(run), steps=3, lr=1e-9,
+                            init_from=base, fresh_lr=fresh, **kw)
+        assert state["fresh_parts"] == ["prior"] and state["fresh_lr"] == fresh
+        assert "lambda_range" not in state["config"] or not state["config"]["lambda_range"]
+        runs[fresh] = dict(np.load(run / "weights.npz"))
+    w0 = dict(np.load(os.path.join(base, "weights.npz")))
+    for k, v in runs[100.0].items():
+        if k.startswith("analysis/"):  # lr 1e-9: the base's transforms, as loaded
+            assert np.allclose(v, w0[k].astype(np.float32), atol=1e-6), k
+    assert not any(k.startswith(("rate/", "hyper")) for k in runs[100.0])
+    moved = {k: np.abs(runs[100.0][k] - runs[1.0][k]).max() for k in runs[1.0]
+             if k.startswith("prior/")}
+    assert max(moved.values()) > 1e-8  # the prior moved 100x the base learning rate
+    state = train.train("factorized", "sr", 0.01, str(tmp_path / "f100"), steps=4, lr=1e-9,
+                        resume=True, **kw)
+    assert state["steps"] == 4 and state["fresh_lr"] == 100.0

@@ -6,6 +6,7 @@ import pytest
 
 from uqcodec import zoo
 from uqcodec.errors import CodecError
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -66,3 +67,19 @@ def test_variable_rate_models_stay_out_of_the_ladder_and_are_the_default(models)
             d.rmdir()
     assert zoo.default_variable() == []  # none ship: the ladder is the default
     assert zoo.default_model()["name"] == "hp-sr-0.01"
+
+
+def test_carried_runs_are_in_the_repository():
+    """Every run that bases/README.md lists as carried between sessions is in bases/runs/
+    with its weights and train.json at the step the table gives (a clean clone resumes
+    from them: a session once carried runs that .gitignore kept out of git)."""
+    import re
+    text = open(os.path.join(ROOT, "bases", "README.md")).read()
+    table = text.split("## Runs carried between sessions", 1)[1]
+    rows = re.findall(r"^\| ([\w.-]+) \|.*\| ([\d,]+) \| [\d,]+ \|$", table, re.M)
+    assert rows, "no carried runs listed"
+    for name, step in rows:
+        run = os.path.join(ROOT, "bases", "runs", name)
+        with open(os.path.join(run, "train.json")) as f:
+            assert json.load(f)["steps"] == int(step.replace(",", "")), name
+        assert os.path.getsize(os.path.join(run, "weights.npz")) > 0

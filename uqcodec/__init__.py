@@ -4,12 +4,19 @@
     data = uqcodec.compress("photo.png")      # bytes of a .uq file
     pixels = uqcodec.decompress(data)         # uint8 array
 
+Importing it registers the Pillow plugin for .uq files (``pillow_plugin.py``):
+``PIL.Image.open("photo.uq")``, ``im.save("photo.uq", quality=7)``.
+
 Compression and decompression run without TensorFlow (NumPy and onnxruntime); training,
 ``--refine``, evaluation and files of format versions 1 and 2 import it when used.
 """
 from .errors import CodecError
 from .api import compress, decompress, compress_with_info, read_header
 from . import evaluate
+from .pillow_plugin import register as register_pillow
 
-__version__ = "0.13.0"
-__all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate"]
+__version__ = "0.14.0"
+__all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate",
+           "register_pillow"]
+
+register_pillow()  # Image.open("photo.uq") and im.save("photo.uq", quality=7) just work

@@ -266,7 +266,7 @@ def info(file, as_json):
         return
     for k in ("version", "model", "fingerprint", "quantizer", "width", "height", "tile", "mode",
               "seed", "rate", "stream_lengths", "file_bytes", "bpp"):
-        if k != "rate" or header.version >= 3:  # the rate parameter: version 3
+        if k != "rate" or header.version >= 3:  # the rate parameter: versions 3 and 4
             click.echo(f"{k:15s} {printable(d[k]) if k == 'model' else d[k]}")
 
 
@@ -315,7 +315,10 @@ def models(as_json, show_families):
                f"{'Kodak bpp':>11s} {'PSNR':>11s} quality")
 
     def f(v, fmt):
-        return format(v, fmt) if isinstance(v, (int, float)) else format("-", ">" + fmt[0])
+        if isinstance(v, (int, float)):
+            return format(v, fmt)
+        width = fmt[:len(fmt) - len(fmt.lstrip("0123456789"))]  # "7d" -> "7", ".4f" -> ""
+        return format("-", ">" + width)
 
     for c in cards:
         mark = "*" if c["path"] == default or c["path"] in var else " "
@@ -350,6 +353,10 @@ def models(as_json, show_families):
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate.")
 @click.option("--warmup", type=int, default=1000, show_default=True, help="Warm-up steps.")
+@click.option("--fresh-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning-rate multiplier of the parts a warm start cannot load (a "
+                   "context model's networks beside converged transforms). Default 1; "
+                   "--resume keeps the run's.")
 @click.option("--decay-start", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Run fraction where the cosine decay of the learning rate starts.")
 @click.option("--alpha", default="1:8", show_default=True,
@@ -394,8 +401,8 @@ def models(as_json, show_families):
                    "(for reproducing one; every worker crops the whole batch).")
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Measure the exported model on Kodak (when ../shared is present).")
-def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_start, alpha,
-          alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
+def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_lr, decay_start,
+          alpha, alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
           latent_gain, bypass, strategy, data_split, measure):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
@@ -405,6 +412,8 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
     writes (checkpoints, summaries, export), so --run-dir should be shared for --resume.
     """
     from . import families
+    from .training import _tf
+    _tf.require("training", _tf.TRAIN_MODULES)  # one line naming the extra
     from .training import train as T  # (TensorFlow is imported only when training starts)
     if data is None and not os.path.isdir(T.DEFAULT_DATA):
         raise CodecError("no default training set here (../shared/data/train): give --data "
@@ -436,7 +445,7 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, decay_s
             warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,
             low_variance=low_variance, minutes=minutes, init_from=init_from, resume=resume,
             seed=seed, bf16=bf16, model_args=args, export=False, strategy=strategy,
-            data_split=data_split)
+            data_split=data_split, fresh_lr=fresh_lr)
     worker, workers, chief = T.worker_role(strategy)
     if not chief:
         click.echo(f"worker {worker} of {workers} done (the chief exports)")

@@ -20,6 +20,7 @@ Version-1/2 files (written before the exact entropy path) are decoded by
 import atexit
 import hashlib
 import io
+import json
 import math
 import os
 import threading
@@ -50,8 +51,46 @@ def load(path):
 
 
 def fingerprint(weights_bytes):
-    """First 8 bytes of the SHA-256 of the weights file, as hex."""
+    """Versions 1-3: the first 8 bytes of the SHA-256 of the weights file, as hex."""
     return hashlib.sha256(weights_bytes).hexdigest()[:16]
+
+
+def _canonical(v):
+    """A card value as the fingerprint sees it: numbers as floats (6 and 6.0 are the
+    same alpha), lists element by element."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _canonical(x) for k, x in v.items()}
+    raise TypeError(f"card value {v!r} cannot be fingerprinted")
+
+
+def coding_card(card):
+    """The card's fields that decide decoding: its family's ``coding_keys``."""
+    keys = families.get(card.get("arch")).inference_class().coding_keys
+    return {k: card[k] for k in keys if card.get(k) is not None}
+
+
+def model_fingerprint(weights, tables, coding_card):
+    """Version 4 (docs/format.md, "Fingerprint"): the first 8 bytes of the SHA-256 of
+    everything that decides decoding: every array of ``weights.npz`` and ``tables.npz``
+    (in name order: name, dtype, shape and little-endian bytes) and the card's coding
+    fields (canonical JSON). The arrays, not the files: a re-export that writes the same
+    values (zip timestamps, compression) keeps it; one table entry changed does not."""
+    h = hashlib.sha256(b"uqcodec model v4\n")
+    for kind, arrays in (("weights", weights), ("tables", tables)):
+        for name in sorted(arrays):
+            a = np.asarray(arrays[name])
+            dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in "|" else a.dtype
+            h.update(f"{kind}/{name} {dt.str} {list(a.shape)}\n".encode())
+            h.update(np.ascontiguousarray(a, dt).tobytes())
+    card = {k: _canonical(v) for k, v in coding_card.items() if v is not None}
+    h.update(json.dumps(card, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()[:16]
 
 
 class Codec:
@@ -66,14 +105,17 @@ class Codec:
             tables = dict(np.load(os.path.join(path, "tables.npz")))
         except (OSError, ValueError) as e:
             raise CodecError(f"{path}: cannot read model files ({e})") from None
-        self.fingerprint = fingerprint(wbytes)
         try:
             self.spec = families.get(self.card.get("arch"))
         except CodecError as e:
             raise CodecError(f"{path}: {e}") from None
         self.arch = self.spec.name
-        self.rounding = Q.Rounding.of(self.card)
-        self.family = self.spec.inference_class()(weights, tables, self.card, self.rounding)
+        # the model sees only the card fields the fingerprint covers
+        coding = coding_card(self.card)
+        self.fingerprint = model_fingerprint(weights, tables, coding)  # version 4
+        self.fingerprint_v3 = fingerprint(wbytes)  # versions 1-3: the weights file only
+        self.rounding = Q.Rounding.of(coding)
+        self.family = self.spec.inference_class()(weights, tables, coding, self.rounding)
         self.multiple = self.family.multiple
         self.transform_seconds = 0.0  # time in the inference engine (for benchmarks)
         self._legacy = self._refiner = None
@@ -182,7 +224,8 @@ class Codec:
                 lat = self._refine(part, lat, quantizer, (refine, seed, i, progress), rate,
                                    lmbda)
             esc = entropy.EscapeWriter()
-            s, bits, y_dec = self.family.encode(lat, Q.Dither(seed, i), quantizer, esc, rate)
+            s, bits, y_dec = self.family.encode(lat, Q.Dither(seed, i, container.VERSION),
+                                                quantizer, esc, rate)
             streams += s + [bytes(esc.buf)]
             bits_total += bits
             if reconstruct:
@@ -205,7 +248,8 @@ class Codec:
         steps, seed, index, progress = refine
         # the dither this tile will use (the latent codec's draws, in its order; None:
         # rounding)
-        noise = self.family.noise([t.shape for t in latents], Q.Dither(seed, index), quantizer)
+        noise = self.family.noise([t.shape for t in latents],
+                                  Q.Dither(seed, index, container.VERSION), quantizer)
         t = time.perf_counter()
         gain = {"lam": lmbda, "log_gain": math.log(entropy.rate_gain(rate))} if self.variable \
             else {}
@@ -218,9 +262,11 @@ class Codec:
     # --- decode ----------------------------------------------------------------
     def decode(self, header, streams):
         """Header + streams -> HxWx3 uint8, tile by tile."""
-        if header.fingerprint != self.fingerprint:
-            raise CodecError(f"file was made with different weights for model {self.name!r} "
-                             f"(fingerprint {header.fingerprint}, installed {self.fingerprint})")
+        want = self.fingerprint if header.version >= 4 else self.fingerprint_v3
+        if header.fingerprint != want:
+            raise CodecError(f"file was made with a different version of model {self.name!r} "
+                             f"(fingerprint {header.fingerprint}, installed {want}): its "
+                             "weights, tables or coding settings differ")
         if header.version < 3:
             if not self.spec.legacy:
                 raise CodecError(f"corrupted file (format version {header.version} does not "
@@ -235,7 +281,7 @@ class Codec:
         return out
 
     def decode_latents(self, header, streams):
-        """Version 3: yield ((top, left, height, width), decoder input of y) per tile.
+        """Versions 3 and 4: yield ((top, left, height, width), decoder input of y) per tile.
         These values are exact: the same bits on every machine."""
         tiles = header.tiles
         per_tile = self.family.streams
@@ -249,7 +295,8 @@ class Codec:
             esc = entropy.EscapeReader(s[-1])
             try:
                 y_dec = self.family.decode(s, self.family.latent_shapes(th, tw),
-                                           Q.Dither(header.seed, i), header.quantizer, esc,
+                                           Q.Dither(header.seed, i, header.version),
+                                           header.quantizer, esc,
                                            header.rate)
             except (ValueError, KeyError, RuntimeError, OverflowError, AssertionError,
                     IndexError) as e:

@@ -13,7 +13,8 @@ MEAN_STEP = 1.0 / MEAN_GRID
 GAUSS_RADIUS = 4096                    # version 1/2 QuantizedGaussian support [-R, R]
 
 # Factorized latents (z of the hyperprior, y of linear models): dither on a grid.
-DITHER_LEVELS = 256
+DITHER_BITS = 8
+DITHER_LEVELS = 1 << DITHER_BITS
 
 # Linear models see (x - 1/2) * LINEAR_GAIN: a unit quantization step is ~32 pixel levels.
 LINEAR_GAIN = 8.0

@@ -4,7 +4,9 @@ Everything the decoder needs besides the model weights is in the header. All
 header values are validated against limits and the file length before the
 decoder allocates anything.
 
-Version 3 (exact entropy path) adds a signed 16-bit rate parameter to the
+Version 4 has version 3's layout; its fingerprint covers everything that decides
+decoding (weights, tables, the card's coding fields) and its dither comes from the
+bit generator's raw outputs (``quantization.Dither``). Version 3 (exact entropy path) adds a signed 16-bit rate parameter to the
 version-2 header (0 for fixed-rate models). Version 2 codes the image in
 independent square tiles (tile size in the header); version 1 files (one tile
 covering the whole image) are still read.
@@ -20,8 +22,8 @@ from .constants import RATE_MAX, RATE_MIN
 from .errors import CodecError
 
 MAGIC = b"UQC\x89"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 QUANTIZERS = ("uq", "round")
 MODES = ("RGB", "L", "RGBA", "P", "LA", "I;16", "I", "F", "CMYK", "YCbCr", "1", "other")
 MAX_SIDE = 1 << 16          # pixels per side
@@ -44,6 +46,7 @@ _FIXED = struct.Struct("<4sBBB")      # magic, version, quantizer, mode
 _DIMS_V1 = struct.Struct("<IIQB")     # height, width, seed, number of streams
 _DIMS_V2 = struct.Struct("<IIQII")    # height, width, seed, tile size, number of streams
 _DIMS = struct.Struct("<IIQIhI")      # height, width, seed, tile size, rate, number of streams
+_DIMS_OF = {1: _DIMS_V1, 2: _DIMS_V2, 3: _DIMS, 4: _DIMS}  # version 4: version 3's layout
 
 
 def check_size(height, width, version=VERSION):
@@ -108,7 +111,7 @@ class Header:
     stream_lengths: list = field(default_factory=list)
     tile: int = DEFAULT_TILE  # tile size; 0 = one tile covering the image (version 1)
     version: int = VERSION
-    rate: int = 0             # rate parameter (version 3; 0 for fixed-rate models)
+    rate: int = 0             # rate parameter (versions 3, 4; 0 for fixed-rate models)
 
     def as_dict(self):
         return asdict(self)
@@ -119,8 +122,8 @@ class Header:
 
 
 def pack(header, streams):
-    """Header + streams -> bytes (in ``header.version``: 3; 2, or 1 for a single tile,
-    only to make test files of old versions)."""
+    """Header + streams -> bytes (in ``header.version``: 4; 3, 2, or 1 for a single
+    tile, only to make test files of old versions)."""
     name = header.model.encode("utf-8")
     if not 0 < len(name) < 256:
         raise CodecError("model name must be 1..255 bytes")
@@ -190,7 +193,7 @@ def parse_header(data):
     if version not in READABLE_VERSIONS:
         raise CodecError(f"unsupported .uq format version {version} (this uqcodec reads "
                          f"versions {', '.join(map(str, READABLE_VERSIONS))})")
-    dims = {1: _DIMS_V1, 2: _DIMS_V2, 3: _DIMS}[version]
+    dims = _DIMS_OF[version]
     pos = _FIXED.size
     if len(data) < pos + 1:
         raise CodecError("file is truncated (header)")
@@ -263,7 +266,7 @@ def read_head(f, size=None):
     if len(buf) < _FIXED.size + 1 or buf[4] not in READABLE_VERSIONS or buf[7] == 0:
         parse_header(buf)  # the error of a short, unknown or nameless header
     version, n = buf[4], buf[7]
-    dims = {1: _DIMS_V1, 2: _DIMS_V2, 3: _DIMS}[version]
+    dims = _DIMS_OF[version]
     buf += _read_upto(f, n + 8 + dims.size)
     end = len(buf)
     if end < _FIXED.size + 1 + n + 8 + dims.size:

@@ -11,6 +11,8 @@ from .hyperprior import Hyperprior
 
 
 class ContextHyperprior(Hyperprior):
+    coding_keys = Hyperprior.coding_keys + ("groups", "checkerboard")
+
     def make_latent_codec(self, weights, tables, card, rounding):
         hyper = super().make_latent_codec(weights, tables, card, rounding)
         groups, checker = [int(n) for n in card["groups"]], bool(card.get("checkerboard"))

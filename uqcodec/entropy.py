@@ -173,7 +173,7 @@ class FactorizedCoder:
 # --- Gaussian conditional ------------------------------------------------------
 
 def snap_scale_index(log_scale):
-    """Index into SCALES of the nearest log-scale (versions 1/2; version 3 takes the
+    """Index into SCALES of the nearest log-scale (versions 1/2; versions 3 and 4 take the
     index from the integer hyper-synthesis)."""
     step = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
     idx = np.rint((np.asarray(log_scale, np.float64) - math.log(SCALE_MIN)) / step)
@@ -196,7 +196,7 @@ def bin_prob(lo, hi, mean, scale):
 class GaussianCoder:
     """Codes y = c + d + u with c = round(mean) (uq) or c = mean (round).
 
-    ``exact`` (version 3): every table is computed with ``exactmath`` from the
+    ``exact`` (versions 3 and 4): every table is computed with ``exactmath`` from the
     scale index and the snapped mean, explicit rows for every model. Otherwise
     (versions 1/2): scipy/NumPy functions, and ``QuantizedGaussian`` for ``un`` models.
 
@@ -223,7 +223,7 @@ class GaussianCoder:
         self._at = {}
 
     def at_rate(self, rate):
-        """This coder with the scale table of rate parameter ``rate`` (version 3)."""
+        """This coder with the scale table of rate parameter ``rate`` (versions 3 and 4)."""
         if not rate:
             return self
         if rate not in self._at:

@@ -306,6 +306,20 @@ def gradient_bias_md(cards, files, warn=print, draws=GRAD_DRAWS):
             "|E[g]|^2.\n\n" + gradbias.table(rows))
 
 
+def shown_dir(folder):
+    """A folder (or file) as the results name it, never a path of this machine: relative
+    to the current directory when it lies in it or beside it (``../shared/data/kodak``),
+    else its name alone (``kodak``)."""
+    path = os.path.abspath(folder)
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        rel = None
+    if rel is not None and not os.path.isabs(rel) and rel.split(os.sep)[:2] != ["..", ".."]:
+        return rel.replace(os.sep, "/")
+    return os.path.basename(path) or path
+
+
 def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, force=False,
         seed=1, limit=None, anchors=None, progress=True, warn=print, refine=0):
     """The ``uqcodec eval`` command: measure, then write per_image.csv, summary.json,
@@ -314,7 +328,13 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     import PIL
 
     from . import baselines as B, report
+    from .training import _tf
     from .training.data import list_images
+    # one line naming the extra, before any work: MS-SSIM and the BD-rates need SciPy,
+    # the gradient-bias table (--paper) and --refine TensorFlow
+    _tf.require("uqcodec eval", ("scipy",))
+    if paper or refine:
+        _tf.require("uqcodec eval " + ("--paper" if paper else "--refine"))
     report.check_out(out, force)
     if not os.path.isdir(folder):
         raise CodecError(f"{folder}: no such directory")
@@ -345,7 +365,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
             published = report.read_published(anchors)
         else:
             warn(f"no published curves: {anchors} not found")
-            skipped.append(f"published curves: {anchors} not found")
+            skipped.append(f"published curves: {shown_dir(anchors)} not found")
     t0 = time.perf_counter()
     try:
         rows = evaluate(files, plan(cards, paper, refine), classics, seed=seed,
@@ -356,7 +376,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     wall = time.perf_counter() - t0
     cs = curves(rows)
     bdr = report.bd_rows(cs, published)
-    meta = {"dir": os.path.abspath(folder), "n_images": len(files)}
+    meta = {"dir": shown_dir(folder), "n_images": len(files)}
     summary = {
         "command": "uqcodec eval", "dir": meta["dir"],
         "images": [os.path.basename(f) for f in files], "seed": seed, "paper": paper,

@@ -6,9 +6,13 @@ vector unit, the libm and the compiler). Each function here is a fixed sequence
 of IEEE-754 operations that are correctly rounded by definition (+, -, *, /,
 floor, and ldexp/frexp, which are exact), applied elementwise by NumPy, with
 constants written out as literals: the same inputs give the same outputs
-everywhere. Accuracy is about 1e-15 relative (``exp``, ``log``) and 1.2e-7
-relative (``erfc``: the Chebyshev fit of Numerical Recipes, section 6.2), plenty
-for coding tables; what matters is that encoder and decoder agree.
+everywhere. One exception: ldexp is not exact where its result is subnormal
+(below 2^-1022; ``exp`` of arguments under about -708), where glibc rounds and
+Windows' C library truncates; such values lie far below what the coder's
+quantization of probabilities can resolve, so the tables come out the same.
+Accuracy is about 1e-15 relative (``exp``, ``log``) and 1.2e-7 relative
+(``erfc``: the Chebyshev fit of Numerical Recipes, section 6.2), plenty for
+coding tables; what matters is that encoder and decoder agree.
 """
 import numpy as np
 
@@ -20,6 +24,14 @@ _EXP_TERMS = 14  # Taylor terms of exp(r), |r| <= log(2)/2
 _LOG_TERMS = 12  # odd terms of atanh series, |f| <= 0.1716
 _ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
          -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def ldexp_exponent(e):
+    """``e`` as an exponent for ``np.ldexp``: int32. Its loops take the C ``int`` or
+    ``long``, and with NumPy < 2 on Windows ``long`` is 32 bits: an int64 array does not
+    cast safely there (TypeError). Exponents here are far inside int32, so no value
+    changes."""
+    return np.asarray(e).astype(np.int32)
 
 
 _INV_FACTORIAL = [1.0]
@@ -37,7 +49,7 @@ def exp(x, terms=_EXP_TERMS):
     for k in range(terms - 1, -1, -1):  # Horner form of sum r^k / k!
         p *= r
         p += _INV_FACTORIAL[k]
-    return np.ldexp(p, n.astype(np.int64))
+    return np.ldexp(p, ldexp_exponent(n))
 
 
 def log(x):

@@ -89,11 +89,15 @@ register(Family(
     "one strided convolution and its transpose, factorized prior",
     legacy=True))
 register(Family(
+    "factorized", "uqcodec.factorized:Factorized", "uqcodec.training.factorized:FactorizedModel",
+    "GDN transforms, factorized prior (Balle et al. 2018 'factorized'; no hyper-latent)",
+    new_model={"N": 64, "M": 128, "latent_gain": 16.0}))
+register(Family(
     "hyperprior", "uqcodec.hyperprior:Hyperprior",
     "uqcodec.training.hyperprior:HyperpriorModel",
     "GDN transforms, mean & scale hyperprior (Minnen et al. 2018, no context model)",
     # smaller than Minnen et al.'s N=128/M=192: about 3x the steps per second on a CPU,
-    # which wins on a budget of hours (README, "Time to quality"); latent gain 16 puts y
+    # which wins on a budget of hours (docs/history.md, "Time to quality"); latent gain 16 puts y
     # near unit scale at initialisation, so the unit quantization noise does not drown it
     new_model={"N": 64, "M": 128, "latent_gain": 16.0},
     hyper_latent=True, variable_rate=True, refine=True, widen=True, legacy=True,

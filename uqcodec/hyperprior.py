@@ -24,6 +24,7 @@ MULTIPLE = 64  # images are padded to a multiple of this
 
 class Hyperprior(InferenceModel):
     multiple = MULTIPLE
+    coding_keys = InferenceModel.coding_keys + ("N", "M", "latent_gain", "bypass")
 
     def __init__(self, weights, tables, card, rounding):
         self.N, self.M = int(card["N"]), int(card["M"])

@@ -106,9 +106,13 @@ def read_image(source):
         raise CodecError(f"{name}: not a readable image") from None
 
 
+# original modes that decode to grayscale (HxW, Pillow mode "L"); every other mode to RGB
+GRAY_MODES = ("L", "1", "LA", "I;16", "I", "F")
+
+
 def from_rgb(rgb, mode):
     """Decoded RGB array -> array in the output mode (grayscale comes back grayscale)."""
-    if mode in ("L", "1", "LA", "I;16", "I", "F"):
+    if mode in GRAY_MODES:
         return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
     return rgb
 

@@ -27,6 +27,8 @@ same interval bounds. Shifts and rounding are done in int64.
 """
 import numpy as np
 
+from .exactmath import ldexp_exponent
+
 IN_BITS = 10       # hyper-latent input resolution 2^-10
 WEIGHT_BITS = 16   # |w_int| <= 2^16
 ACT_BITS = 22      # 0 <= activation < 2^22
@@ -40,8 +42,8 @@ def _quantize(w, b, in_shift):
     maxabs = np.abs(w.reshape(-1, out)).max(axis=0)
     _, e = np.frexp(np.where(maxabs > 0, maxabs, 1.0))  # maxabs < 2^e
     wshift = (WEIGHT_BITS - e).astype(np.int64)
-    w_int = np.rint(np.ldexp(w, wshift))
-    b_int = np.rint(np.ldexp(np.asarray(b, np.float64), wshift + in_shift))
+    w_int = np.rint(np.ldexp(w, ldexp_exponent(wshift)))
+    b_int = np.rint(np.ldexp(np.asarray(b, np.float64), ldexp_exponent(wshift + in_shift)))
     return w_int, b_int, wshift + in_shift  # accumulator units: 2^-(wshift + in_shift)
 
 
@@ -122,7 +124,8 @@ class IntNet:
         for k, b, t in hidden:
             layer = Layer(k, b, in_bits, t, in_hi, in_lo)
             # the largest activation any input in range can produce, in real units
-            top = float(np.ldexp(np.maximum(layer.acc_hi, 0.0), -layer.acc_shift).max())
+            top = float(np.ldexp(np.maximum(layer.acc_hi, 0.0),
+                                 ldexp_exponent(-layer.acc_shift)).max())
             out_bits = ACT_BITS - int(np.frexp(max(top, 1e-300))[1])  # top < 2^(ACT_BITS-out_bits)
             shift = layer.acc_shift - out_bits
             self.layers.append(layer)
@@ -163,4 +166,4 @@ def _round_shift_vec(acc, shift):
 
 def _round_shift_f(x, shift):
     """The same rounding on exact integers held in float64 (bounds only)."""
-    return np.floor(np.ldexp(np.asarray(x, np.float64), -np.asarray(shift)) + 0.5)
+    return np.floor(np.ldexp(np.asarray(x, np.float64), ldexp_exponent(-np.asarray(shift))) + 0.5)

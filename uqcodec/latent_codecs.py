@@ -205,10 +205,20 @@ class ContextLatentCodec:
                 yield g, sl, np.ones(shape[:2], bool), False
             a += n
 
+    def _hyper_params(self, z_dec):
+        """The hyper-synthesis' mean index and scale index, the scale index clipped below
+        at 0 only: training adds the context's correction to the hyper log-scale bounded
+        below, not above (``training/context.py``), and the sum is clipped to the grid."""
+        out = self.hyper.hyper_synthesis.net(z_dec)
+        M = out.shape[-1] // 2
+        return out[..., :M], np.maximum(out[..., M:], 0)
+
     def _params(self, g, sl, second, mean_index, scale_index, y_dec):
         """Mean index and scale index of group ``g`` (channels ``sl``) for one half."""
         mean = mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV
-        log_scale = K.LOG_SCALE_MIN + scale_index[..., sl] * K.LOG_SCALE_STEP
+        # the network sees the log-scale on the grid (training clips it to the same range)
+        log_scale = K.LOG_SCALE_MIN + np.minimum(scale_index[..., sl],
+                                                 K.SCALE_LEVELS - 1) * K.LOG_SCALE_STEP
         ins = [mean, log_scale]
         if sl.start:
             ins.append(y_dec[..., :sl.start] / K.CONTEXT_DIV)
@@ -248,7 +258,7 @@ class ContextLatentCodec:
     def encode(self, latents, dither, quantizer, esc, rate=0):
         y, z = latents
         zstreams, bits_z, z_dec = self.hyper.z_codec.encode((z,), dither, quantizer, esc)
-        mean_index, scale_index = self.hyper.hyper_synthesis(z_dec)
+        mean_index, scale_index = self._hyper_params(z_dec)
         gain = entropy.rate_gain(rate) if rate else 1.0
         coder, enc, bits = self._unchecked(rate), entropy.new_encoder(), [0.0]
 
@@ -264,7 +274,7 @@ class ContextLatentCodec:
     def decode(self, streams, shapes, dither, quantizer, esc, rate=0):
         yshape, zshape = shapes
         z_dec = self.hyper.z_codec.decode(streams[:1], (zshape,), dither, quantizer, esc)
-        mean_index, scale_index = self.hyper.hyper_synthesis(z_dec)
+        mean_index, scale_index = self._hyper_params(z_dec)
         coder, dec = self._unchecked(rate), entropy.new_decoder(streams[1])
         return self._code(yshape, mean_index, scale_index, dither, quantizer, rate,
                           lambda where, mean_q, idx, c, u: coder.decode(dec, mean_q, idx, c, u,

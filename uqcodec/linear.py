@@ -12,6 +12,8 @@ from .onnxgraph import Graph
 
 
 class Linear(InferenceModel):
+    coding_keys = InferenceModel.coding_keys + ("M", "stride")
+
     def __init__(self, weights, tables, card, rounding):
         self.M, self.stride = int(card["M"]), int(card["stride"])
         self.multiple = self.stride  # images are padded to a multiple of this

@@ -19,12 +19,15 @@ from .constants import LOG_SCALE_STEP, RATE_DIV, RATE_KNOT_SCALE
 
 class InferenceModel:
     multiple = 64  # images are padded to a multiple of this (a family may change it)
+    # The card fields that decide decoding: the model sees only these (``codec.py`` passes
+    # a card restricted to them), and the file's fingerprint covers them (format v4). A
+    # family adds the fields its own constructor reads.
+    coding_keys = ("arch", "training", "alpha", "alpha_r")
 
     def __init__(self, weights, tables, card, rounding):
         self.weights, self.card, self.rounding = weights, card, rounding
         knots = weights.get("rate/log_gain")
         self.rate_knots = None if knots is None else knots.astype(np.float64) * RATE_KNOT_SCALE
-        self.lambda_range = card.get("lambda_range")
         self.latent_codec = self.make_latent_codec(weights, tables, card, rounding)
 
     # --- what a family defines -------------------------------------------------------

@@ -7,12 +7,15 @@ the 64-bit seed in the file header with NumPy's PCG64.
 import numpy as np
 
 from . import exactmath
-from .constants import DITHER_LEVELS
+from .constants import DITHER_BITS, DITHER_LEVELS
+
+# the first format version whose dither comes from the raw outputs (``Dither``)
+RAW_DITHER_VERSION = 4
 
 
 class NumpyMath:
     """NumPy's own tanh/atanh: what version-1/2 files were coded with (their last
-    bits may differ between machines; version 3 uses ``exactmath``)."""
+    bits may differ between machines; versions 3 and 4 use ``exactmath``)."""
     tanh = staticmethod(np.tanh)
     atanh = staticmethod(np.arctanh)
 
@@ -24,21 +27,35 @@ class Dither:
     encoder and decoder see the same values. Tile ``i`` of a tiled image uses
     ``PCG64(seed).jumped(i)``: tile 0 (and a version-1 file) draws from
     ``PCG64(seed)`` itself, and the tiles' streams never overlap.
+
+    Format version 4 derives the values from the bit generator's raw 64-bit outputs
+    (``random_raw``, which NumPy keeps stable): a level is the top 8 bits of one output,
+    a continuous value ``(raw >> 11) * 2**-53 - 1/2``. Versions 1-3 used
+    ``numpy.random.Generator``'s ``integers`` and ``random`` (identical in every NumPy
+    tried, but promised only per build).
     """
 
-    def __init__(self, seed, tile=0):
+    def __init__(self, seed, tile=0, version=RAW_DITHER_VERSION):
         bits = np.random.PCG64(int(seed))
         if tile:
             bits = bits.jumped(int(tile))
-        self._rng = np.random.Generator(bits)
+        self._bits = bits
+        self._rng = None if version >= RAW_DITHER_VERSION else np.random.Generator(bits)
 
     def continuous(self, shape):
         """u ~ U(-1/2, 1/2), float64."""
-        return self._rng.random(shape) - 0.5
+        if self._rng is not None:
+            return self._rng.random(shape) - 0.5
+        raw = self._bits.random_raw(int(np.prod(shape, dtype=np.int64)))
+        return ((raw >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 - 0.5).reshape(shape)
 
     def levels(self, shape):
         """Dither on a grid of DITHER_LEVELS values: returns (level index, u)."""
-        idx = self._rng.integers(0, DITHER_LEVELS, size=shape, dtype=np.int64)
+        if self._rng is not None:
+            idx = self._rng.integers(0, DITHER_LEVELS, size=shape, dtype=np.int64)
+        else:
+            raw = self._bits.random_raw(int(np.prod(shape, dtype=np.int64)))
+            idx = (raw >> np.uint64(64 - DITHER_BITS)).astype(np.int64).reshape(shape)
         return idx, level_values()[idx]
 
 

@@ -8,6 +8,7 @@ DEPTH = 2  # two stride-2 layers: 4x downsampling
 
 class Toy(InferenceModel):
     multiple = 2 ** DEPTH
+    coding_keys = InferenceModel.coding_keys + ("M",)
 
     def __init__(self, weights, tables, card, rounding):
         self.M = int(card["M"])

@@ -9,7 +9,7 @@ family: ``uqcodec/hyperprior.py`` (with the integer hyper-synthesis of ``intnet.
 from ..constants import (BYPASS_IN_SCALE, BYPASS_OUT_SCALE, LOG_SCALE_MIN, RATE_KNOT_SCALE,
                          RATE_KNOTS)
 from . import _tf, priors
-from .layers import GDNAnalysis, GDNSynthesis, conv_layer
+from .layers import conv_layer, gdn_transforms
 from .model import BaseModel, noisy_latent
 
 tf, tfc = _tf.load()
@@ -88,9 +88,7 @@ class HyperpriorModel(BaseModel):
         return 64
 
     def make(self, cfg, conv_dtype):
-        gain = float(cfg.get("latent_gain") or 1.0)
-        self.analysis = GDNAnalysis(cfg["N"], cfg["M"], conv_dtype, gain)
-        self.synthesis = GDNSynthesis(cfg["N"], conv_dtype, gain)
+        self.analysis, self.synthesis = gdn_transforms(cfg, conv_dtype)
         self.hyper_analysis = HyperAnalysis(cfg["N"], conv_dtype)
         self.hyper_synthesis = HyperSynthesis(cfg["N"], cfg["M"], conv_dtype)
         self.factorized = tfc.DeepFactorized(batch_shape=(cfg["N"],), name="hyperprior")

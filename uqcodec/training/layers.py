@@ -42,3 +42,11 @@ class GDNSynthesis(tf.keras.Sequential):
             self.add(tfc.GDN(inverse=True, name=f"igdn{i}", dtype="float32"))
         self.add(conv_layer(3, 5, 2, f"deconv{depth - 1}", conv_dtype, transpose=True))
         self.add(layers.Activation("linear", dtype="float32", name="out"))
+
+
+def gdn_transforms(cfg, conv_dtype="float32"):
+    """The analysis and synthesis of a config's N, M and latent gain (the hyperprior's, the
+    factorized family's)."""
+    gain = float(cfg.get("latent_gain") or 1.0)
+    return (GDNAnalysis(cfg["N"], cfg["M"], conv_dtype, gain),
+            GDNSynthesis(cfg["N"], conv_dtype, gain))

@@ -72,6 +72,7 @@ def _interrupt_deferred():
 class LegacyCodec:
     def __init__(self, path):
         from . import _tf
+        _tf.require("decoding a version-1/2 file")  # one line, before anything imports it
         from .. import zoo
         from ..codec import fingerprint
         from .model import CompressionModel
@@ -166,7 +167,7 @@ class LegacyCodec:
         rate = 0.0
         recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
         for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
-            s, bits, r = self._encode_tile(rgb[t:t + th, l:l + tw], Q.Dither(seed, i),
+            s, bits, r = self._encode_tile(rgb[t:t + th, l:l + tw], Q.Dither(seed, i, version),
                                            quantizer, reconstruct)
             streams += s
             rate += bits
@@ -240,7 +241,7 @@ class LegacyCodec:
         out = np.empty((header.height, header.width, 3), np.uint8)
         for i, (t, l, th, tw) in enumerate(tiles):
             out[t:t + th, l:l + tw] = self._decode_tile(
-                streams[per_tile * i:per_tile * (i + 1)], th, tw, Q.Dither(header.seed, i),
+                streams[per_tile * i:per_tile * (i + 1)], th, tw, Q.Dither(header.seed, i, header.version),
                 header.quantizer)
         return out
 

@@ -18,7 +18,7 @@ import numpy as np
 from .. import entropy, families as F, quantization
 from . import _tf, priors
 from ..errors import CodecError
-from ..codec import fingerprint  # noqa: F401  (export and cards use it)
+from ..codec import coding_card, model_fingerprint
 from .layers import conv_layer  # noqa: F401  (families build their layers with it)
 
 tf, tfc = _tf.load()
@@ -218,12 +218,15 @@ def save_model_dir(model, out_dir, card):
     model.load_weights_npz(wbytes)
     tables = factorized_tables(model)
     _atomic_write(os.path.join(out_dir, "weights.npz"), wbytes)
+    tables = {k: (v.astype(np.float16) if k == "probs" else v) for k, v in tables.items()}
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: (v.astype(np.float16) if k == "probs" else v) for k, v in tables.items()})
+    np.savez_compressed(buf, **tables)
     _atomic_write(os.path.join(out_dir, "tables.npz"), buf.getvalue())
     card = dict(card)
     card.update({k: model.config[k] for k in model.config})
-    card["fingerprint"] = fingerprint(wbytes)
+    # what files of format 4 carry (informational: the decoder computes it from the files)
+    card["fingerprint"] = model_fingerprint(dict(np.load(io.BytesIO(wbytes))), tables,
+                                            coding_card(card))
     _atomic_write(os.path.join(out_dir, "model.json"),
                   (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     return card

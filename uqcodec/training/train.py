@@ -148,7 +148,8 @@ def _warm_start(model, init_from, base, images):
     a smaller model of a family that can widen is first widened to the model's N and M
     (uqcodec.widen). Parts the base does not have at all start fresh: a bypass fitted on
     training crops (``widen.fit_bypass``), a variable-rate gain at 1/2 log(lambda / base
-    lambda), any other new part (a context model's networks) at its initial values."""
+    lambda), any other new part (a context model's networks) at its initial values.
+    Returns the names of the parts that started at their initial values."""
     from .model import CompressionModel, size_keys
     from . import widen as Wd
     weights = os.path.join(init_from, "weights.npz")
@@ -156,8 +157,10 @@ def _warm_start(model, init_from, base, images):
     # a variable-rate model may move its lambda range: its learned gains are remapped
     moved = bool(base.get("lambda_range") and model.config.get("lambda_range")
                  and list(model.config["lambda_range"]) != list(base["lambda_range"]))
+    # (a lambda range that moves is remapped below; a fixed-rate model from a
+    # variable-rate base drops the base's gains)
     grow = [k for k in size_keys(model.arch) if k in base and model.config.get(k) != base[k]
-            and not (k == "lambda_range" and moved)]
+            and not (k == "lambda_range" and (moved or not model.config.get(k)))]
     if (grow and (not F.get(model.arch).widen or set(grow) - {"N", "M"}
                   or any(model.config[k] < base[k] for k in grow))):
         raise ValueError(f"--init-from {init_from}: cannot change "
@@ -175,6 +178,7 @@ def _warm_start(model, init_from, base, images):
             print("uqcodec: new parts start fresh: " + ", ".join(p[:-1] for p in fresh),
                   file=sys.stderr, flush=True)
         model.load_weights_npz(weights, fresh=tuple(fresh))
+    fresh = [] if grow else [p[:-1] for p in fresh]
     if "bypass" in new_parts:
         Wd.fit_bypass(model, images, int(base["M"]))
     if "lambda_range" in new_parts:
@@ -186,6 +190,7 @@ def _warm_start(model, init_from, base, images):
         old_knots = model.rate.knots.numpy().astype(np.float64)  # as loaded from the base
         model.rate.assign_knots(remap_gains(old_knots, base["lambda_range"],
                                             model.config["lambda_range"]))
+    return fresh
 
 
 def remap_gains(knots, old_range, new_range):
@@ -207,7 +212,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
           alpha_r=None, low_variance=True, minutes=None,
           init_from=None, resume=False, seed=0, bf16=True, ckpt_minutes=5.0,
           model_args=None, log_every=100, progress=True, export=True,
-          strategy="one", data_split="seed", devices=None):
+          strategy="one", data_split="seed", devices=None, fresh_lr=None):
     """Train ``arch`` ("linear"/"hyperprior") in ``mode`` ("un"/"sr") at ``lmbda``.
 
     ``lmbda`` (lo, hi): a variable-rate hyperprior; every step draws lambda
@@ -226,6 +231,10 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     the global batch from the run's seed and takes its share: the run computes
     what one process with the same global batch computes, up to float summation
     order). Only the chief writes files into ``out``.
+
+    ``fresh_lr``: learning-rate multiplier of the parts that a warm start could not
+    load (a context model's networks beside converged transforms; their own Adam);
+    kept in train.json, so a resumed run goes on with it (default 1).
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     from . import _tf
@@ -278,7 +287,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
         with open(os.path.join(init_from, "model.json")) as f:
             base = json.load(f)
         for k in size_keys(arch):
-            if k in base:
+            # (a fixed-rate run from a variable-rate base is a fixed-rate model)
+            if k in base and not (k == "lambda_range" and lambda_range is None):
                 config.setdefault(k, base[k])
         init_steps = base.get("steps") or 0
         init_wall = base.get("wall_seconds") or 0.0
@@ -296,15 +306,29 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     images = D.load_all(data or DEFAULT_DATA, seed=stream, patch=patch)
     with strat.scope():
         model = CompressionModel(config, conv_dtype="mixed_bfloat16" if bf16 else "float32")
+        fresh_parts = list(state.get("fresh_parts") or [])
         if init_from:
-            _warm_start(model, init_from, base, images)
+            fresh_parts = _warm_start(model, init_from, base, images)
+        if fresh_lr is None:
+            fresh_lr = float(state.get("fresh_lr") or 1.0)
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
         opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
         variables = model.trainable_variables
         # the slots before the restore, so that a checkpoint always holds Adam's moments
         # (also one written by a resume that stops before its first step)
         opt.build(variables)
-    ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var)
+        # fresh parts at fresh_lr x the learning rate: an Adam of their own (``opt`` keeps
+        # its slots for every variable, so checkpoints of either kind restore)
+        fresh_ids = {id(v) for n, v in model.named_variables().items()
+                     if n.split("/", 1)[0] in fresh_parts} if fresh_lr != 1.0 else set()
+        is_fresh = [id(v) in fresh_ids for v in variables]
+        opt_fresh = None
+        if fresh_ids:
+            opt_fresh = tf.keras.optimizers.Adam(learning_rate=lr * fresh_lr,
+                                                 global_clipnorm=clip)
+            opt_fresh.build([v for v, f in zip(variables, is_fresh) if f])
+    objects = {"opt_fresh": opt_fresh} if opt_fresh is not None else {}
+    ckpt = tf.train.Checkpoint(model=model, opt=opt, step=step_var, **objects)
     ckpt_dir = os.path.join(out, "ckpt")
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2) if chief else None
     latest = tf.train.latest_checkpoint(ckpt_dir) if resume else None
@@ -352,7 +376,12 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             bpp = (bits_y + bits_z) / num_pixels
             loss = bpp + lmbda_now * mse
         grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables))
+        if opt_fresh is None:
+            opt.apply_gradients(zip(grads, variables))
+        else:
+            opt.apply_gradients([(g, v) for g, v, f in zip(grads, variables, is_fresh) if not f])
+            opt_fresh.apply_gradients([(g, v) for g, v, f in zip(grads, variables, is_fresh)
+                                       if f])
         vals = tf.cast(tf.stack([loss, bpp, mse, bits_z / num_pixels]), tf.float64)
         if replicas == 1:
             return vals, control
@@ -364,6 +393,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     @tf.function
     def train_step(x, lr_now, lmbda_now, rate_now, alpha_now, alpha_r_now, step_now, control):
         opt.learning_rate.assign(lr_now)
+        if opt_fresh is not None:
+            opt_fresh.learning_rate.assign(lr_now * fresh_lr)
         if local_replicas > 1:
             x = strat.experimental_distribute_values_from_function(
                 lambda ctx: x[(ctx.replica_id_in_sync_group % local_replicas) * per_replica:
@@ -393,7 +424,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     data=os.path.abspath(data or DEFAULT_DATA),
                     init_from=init_from or (state.get("init_from") if resumed else None),
                     wall_seconds=state["wall_seconds"], total_steps=steps,
-                    init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes)
+                    init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes,
+                    fresh_parts=fresh_parts, fresh_lr=fresh_lr)
         if strategy != "one":
             meta.update(strategy=strategy, replicas=replicas, workers=workers,
                         data_split=data_split)
