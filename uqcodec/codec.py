@@ -64,8 +64,6 @@ def _canonical(v):
         return float(v)
     if isinstance(v, (list, tuple)):
         return [_canonical(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _canonical(x) for k, x in v.items()}
     raise TypeError(f"card value {v!r} cannot be fingerprinted")
 
 
@@ -75,7 +73,7 @@ def coding_card(card):
     return {k: card[k] for k in keys if card.get(k) is not None}
 
 
-def model_fingerprint(weights, tables, coding_card):
+def model_fingerprint(weights, tables, coding):
     """Version 4 (docs/format.md, "Fingerprint"): the first 8 bytes of the SHA-256 of
     everything that decides decoding: every array of ``weights.npz`` and ``tables.npz``
     (in name order: name, dtype, shape and little-endian bytes) and the card's coding
@@ -88,7 +86,7 @@ def model_fingerprint(weights, tables, coding_card):
             dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in "|" else a.dtype
             h.update(f"{kind}/{name} {dt.str} {list(a.shape)}\n".encode())
             h.update(np.ascontiguousarray(a, dt).tobytes())
-    card = {k: _canonical(v) for k, v in coding_card.items() if v is not None}
+    card = {k: _canonical(v) for k, v in coding.items() if v is not None}
     h.update(json.dumps(card, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()[:16]
 

@@ -110,9 +110,14 @@ def read_image(source):
 GRAY_MODES = ("L", "1", "LA", "I;16", "I", "F")
 
 
+def output_mode(mode):
+    """The Pillow mode a file of this original mode decodes to: "L" or "RGB"."""
+    return "L" if mode in GRAY_MODES else "RGB"
+
+
 def from_rgb(rgb, mode):
     """Decoded RGB array -> array in the output mode (grayscale comes back grayscale)."""
-    if mode in GRAY_MODES:
+    if output_mode(mode) == "L":
         return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
     return rgb
 

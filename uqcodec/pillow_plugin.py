@@ -53,7 +53,7 @@ class UqImageFile(ImageFile.ImageFile):
             raise SyntaxError(f"not a readable .uq file: {e}") from None
         self.uq_header = header
         self._size = (header.width, header.height)
-        mode = "L" if header.mode in imageio.GRAY_MODES else "RGB"
+        mode = imageio.output_mode(header.mode)
         if isinstance(getattr(type(self), "mode", None), property):  # Pillow >= 10.1
             self._mode = mode
         else:
@@ -85,7 +85,8 @@ def _save(im, fp, filename):
     opts = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if im.encoderinfo.get(k) is not None}
     im.load()
     rgb, mode, notes = imageio.to_rgb(im)
-    image = rgb[..., 0] if mode in imageio.GRAY_MODES else rgb  # grayscale stays grayscale
+    # grayscale stays grayscale
+    image = rgb[..., 0] if imageio.output_mode(mode) == "L" else rgb
     data, info = api.compress_with_info(image, **opts)
     for n in notes + info["warnings"]:
         warnings.warn(f"uqcodec: {n}", stacklevel=3)

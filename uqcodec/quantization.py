@@ -42,20 +42,22 @@ class Dither:
         self._bits = bits
         self._rng = None if version >= RAW_DITHER_VERSION else np.random.Generator(bits)
 
+    def _raw(self, shape):
+        """One raw 64-bit output per element, in C order (version 4)."""
+        return self._bits.random_raw(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
     def continuous(self, shape):
         """u ~ U(-1/2, 1/2), float64."""
         if self._rng is not None:
             return self._rng.random(shape) - 0.5
-        raw = self._bits.random_raw(int(np.prod(shape, dtype=np.int64)))
-        return ((raw >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 - 0.5).reshape(shape)
+        return (self._raw(shape) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 - 0.5
 
     def levels(self, shape):
         """Dither on a grid of DITHER_LEVELS values: returns (level index, u)."""
         if self._rng is not None:
             idx = self._rng.integers(0, DITHER_LEVELS, size=shape, dtype=np.int64)
         else:
-            raw = self._bits.random_raw(int(np.prod(shape, dtype=np.int64)))
-            idx = (raw >> np.uint64(64 - DITHER_BITS)).astype(np.int64).reshape(shape)
+            idx = (self._raw(shape) >> np.uint64(64 - DITHER_BITS)).astype(np.int64)
         return idx, level_values()[idx]
 
 

@@ -241,8 +241,8 @@ class LegacyCodec:
         out = np.empty((header.height, header.width, 3), np.uint8)
         for i, (t, l, th, tw) in enumerate(tiles):
             out[t:t + th, l:l + tw] = self._decode_tile(
-                streams[per_tile * i:per_tile * (i + 1)], th, tw, Q.Dither(header.seed, i, header.version),
-                header.quantizer)
+                streams[per_tile * i:per_tile * (i + 1)], th, tw,
+                Q.Dither(header.seed, i, header.version), header.quantizer)
         return out
 
     def _decode_tile(self, streams, height, width, dither, quantizer):

@@ -166,6 +166,7 @@ def _warm_start(model, init_from, base, images):
         raise ValueError(f"--init-from {init_from}: cannot change "
                          + ", ".join(f"{k} {base[k]} -> {model.config.get(k)}" for k in grow)
                          + " (a model of a family that can widen can only grow N and M)")
+    fresh = []  # parts the base lacks entirely (a widened model has none)
     if grow:
         small = CompressionModel(base)  # a card is a config (as codec.load uses it)
         small.load_weights_npz(weights)
@@ -173,12 +174,11 @@ def _warm_start(model, init_from, base, images):
     else:
         with np.load(weights) as w:  # parts of the model that the base lacks entirely
             have = {n.split("/", 1)[0] for n in w.files}
-        fresh = [p + "/" for p in model.parts() if p not in have]
+        fresh = [p for p in model.parts() if p not in have]
         if fresh:
-            print("uqcodec: new parts start fresh: " + ", ".join(p[:-1] for p in fresh),
-                  file=sys.stderr, flush=True)
-        model.load_weights_npz(weights, fresh=tuple(fresh))
-    fresh = [] if grow else [p[:-1] for p in fresh]
+            print("uqcodec: new parts start fresh: " + ", ".join(fresh), file=sys.stderr,
+                  flush=True)
+        model.load_weights_npz(weights, fresh=tuple(p + "/" for p in fresh))
     if "bypass" in new_parts:
         Wd.fit_bypass(model, images, int(base["M"]))
     if "lambda_range" in new_parts:
