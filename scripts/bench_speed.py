@@ -11,7 +11,12 @@ For the default model of each family (or --models) on the images of --images
   transforms (the inference engine) and the rest, and the same work on the
   TensorFlow path that version-2 files used (``legacy.py``, needs TensorFlow);
 * batch: ``uqcodec compress DIR`` and ``uqcodec decompress DIR`` (the CLI's worker
-  pool) over every image, in images per second.
+  pool) over every image, in images per second;
+* per-stage profile of one warm compress and decompress per model and image (PNG read
+  and write, analysis, hyper-analysis, coding of z, integer networks (hyper-synthesis
+  and context), Gaussian coding tables, range coding of y, synthesis), with the FLOPs
+  and achieved GFLOP/s of each transform beside NumPy's float32 GEMM rate measured in
+  the same run with the same thread count (``--profile-only``: just this table).
 
 ``--baseline DIR``: also time the CLI and batch of the uqcodec checked out in DIR
 (e.g. ``git worktree add /tmp/old v0.8``), same images, same run.
@@ -84,6 +89,150 @@ def warm_api(name, files, legacy=False):
     return (time.perf_counter() - t) / len(rgbs), c.transform_seconds / len(rgbs)
 
 
+def gemm_rate(n_threads, size=1536, reps=5):
+    """NumPy float32 GEMM GFLOP/s with ``n_threads`` BLAS threads (a fresh process, so the
+    thread count takes effect), best of ``reps``."""
+    code = ("import time, numpy as np\n"
+            f"a = np.random.default_rng(0).standard_normal(({size}, {size}), np.float32)\n"
+            "a @ a\nbest = 1e9\n"
+            f"for _ in range({reps}):\n"
+            "    t = time.perf_counter(); a @ a; best = min(best, time.perf_counter() - t)\n"
+            f"print(2 * {size} ** 3 / best / 1e9)")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(n_threads), OMP_NUM_THREADS=str(n_threads),
+               MKL_NUM_THREADS=str(n_threads))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+class FlopCounter:
+    """FLOPs of the transforms a model builds: while it is active the engine's layer
+    builders record per graph (kind, kernel shape, stride, source) and every Transform
+    keeps its graph's list (``flop_layers``); ``flops(layers, h, w)`` walks them at an
+    input of h x w positions (a multiply-add = 2 FLOPs; GDN: its C x C convolution)."""
+
+    def __init__(self):
+        from uqcodec import engine as E
+        self.E, self.saved = E, {}
+
+    def __enter__(self):
+        E = self.E
+        for name in ("conv", "deconv", "gdn"):
+            self.saved[name] = fn = getattr(E, name)
+
+            def wrapped(g, w, layer, *a, _fn=fn, _kind=name, **kw):
+                if _kind == "gdn":
+                    shape, stride, src = w[layer + "/reparam_gamma"].shape, 1, None
+                else:
+                    shape = w[layer + "/kernel"].shape
+                    stride = kw.get("stride", a[0] if a else (2 if _kind == "deconv" else 1))
+                    src = kw.get("src")
+                g.__dict__.setdefault("flop_layers", []).append((_kind, shape, stride, src))
+                return _fn(g, w, layer, *a, **kw)
+            setattr(E, name, wrapped)
+        self.saved["init"] = init = E.Transform.__init__
+
+        def transform_init(tr, graph, *a, **kw):
+            init(tr, graph, *a, **kw)
+            tr.flop_layers = list(getattr(graph, "flop_layers", []))
+        E.Transform.__init__ = transform_init
+        return self
+
+    def __exit__(self, *exc):
+        self.E.Transform.__init__ = self.saved.pop("init")
+        for name, fn in self.saved.items():
+            setattr(self.E, name, fn)
+
+    @staticmethod
+    def flops(layers, h, w):
+        res, total = 1.0, 0.0  # the current layer's input resolution relative to the input
+        for kind, shape, stride, src in layers:
+            if src is not None:
+                res = 1.0
+            if kind == "gdn":
+                total += 2.0 * shape[0] * shape[1] * h * w * res * res
+                continue
+            k2 = shape[0] * shape[1]
+            cin, cout = (shape[2], shape[3]) if kind == "conv" else (shape[3], shape[2])
+            out_res = res / stride if kind == "conv" else res * stride
+            positions = h * w * (out_res if kind == "conv" else res) ** 2
+            total += 2.0 * k2 * cin * cout * positions
+            res = out_res
+        return total
+
+
+STAGES = (
+    ("png_read", "PNG read"), ("analysis", "analysis"), ("hyper_analysis", "hyper-analysis"),
+    ("z", "factorized coding (z; y of linear, factorized)"),
+    ("intnet", "integer networks (hyper-synthesis, context)"),
+    ("tables", "Gaussian coding tables"), ("range", "range coding of y"),
+    ("synthesis", "synthesis"), ("png_write", "PNG write"))
+
+
+def stage_profile(name, files):
+    """Seconds per image of each stage of a warm compress + decompress (PNG read and write
+    included), the transforms' FLOPs per image and the pixels per image. Each stage's
+    function is wrapped (the range coding is the Gaussian coder's time without its tables;
+    with several threads the tables are computed ahead of the coder, so the stages add up
+    to more than the wall time)."""
+    from uqcodec import codec, container, entropy, imageio, intnet, zoo
+    with FlopCounter():
+        c = codec.load(zoo.resolve(name))
+        graphs = {"analysis": c.family.analysis, "synthesis": c.family.synthesis}
+        hyper = getattr(c.family, "hyper_analysis", None)
+        if hasattr(hyper, "flop_layers"):
+            graphs["hyper_analysis"] = hyper
+    times = dict.fromkeys([k for k, _ in STAGES], 0.0)
+    patches = []
+
+    def wrap(obj, attr, stage):
+        fn = getattr(obj, attr)
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                times[stage] += time.perf_counter() - t
+        setattr(obj, attr, timed)
+        patches.append((obj, attr, fn))
+    wrap(imageio, "read_image", "png_read")
+    wrap(imageio, "png_bytes", "png_write")
+    wrap(intnet.IntNet, "__call__", "intnet")
+    wrap(entropy.GaussianCoder, "_exact_tables", "tables")
+    wrap(entropy.GaussianCoder, "encode", "range")
+    wrap(entropy.GaussianCoder, "decode", "range")
+    wrap(entropy, "encode_factorized", "z")
+    wrap(entropy, "decode_factorized", "z")
+    for stage, tr in graphs.items():  # the instance's engine runs (bands included)
+        wrap(tr, "_run", stage)
+    flops = dict.fromkeys(graphs, 0.0)
+    pixels = 0
+    try:
+        for i, f in enumerate([files[0]] + list(files)):  # the first run warms up
+            if i == 1:
+                times.update(dict.fromkeys(times, 0.0))
+            rgb = imageio.read_image(f)[0]
+            data, _ = c.encode(rgb, i)
+            imageio.png_bytes(c.decode(*container.unpack(data)))
+            if i == 0:
+                continue
+            h, w = rgb.shape[:2]
+            H, W = -(-h // c.multiple) * c.multiple, -(-w // c.multiple) * c.multiple
+            pixels += h * w
+            for stage, tr in graphs.items():
+                # analysis: the padded image; synthesis and hyper-analysis: y's positions
+                hh, ww = (H, W) if stage == "analysis" else (H // 16, W // 16)
+                flops[stage] += FlopCounter.flops(tr.flop_layers, hh, ww)
+    finally:
+        for obj, attr, fn in reversed(patches):
+            setattr(obj, attr, fn)
+    n = len(files)
+    times["range"] = max(0.0, times["range"] - times["tables"])
+    return ({k: v / n for k, v in times.items()}, {k: v / n for k, v in flops.items()},
+            pixels / n)
+
+
 def batch(root, env, folder, n):
     """Images per second of the CLI's batch compress and decompress of a folder."""
     cmd, e = cli(root, env)
@@ -102,6 +251,30 @@ def batch(root, env, folder, n):
         shutil.rmtree(out, ignore_errors=True)
 
 
+def profile(names, files):
+    """The per-stage table (``stage_profile``) with the GEMM rate of the same thread count."""
+    from uqcodec.engine import threads
+    n = threads()
+    gemm = gemm_rate(n)
+    print(f"\nper-stage profile, warm API compress + decompress, seconds per image "
+          f"({len(files)} images, {n} thread(s)); NumPy float32 GEMM {gemm:.1f} GFLOP/s")
+    rows = {name: stage_profile(name, files) for name in names}
+    print("\n| stage | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for key, label in STAGES:
+        cells = []
+        for name, (times, flops, _) in rows.items():
+            cell = f"{times[key]:.3f}"
+            if key in flops and times[key] > 0:
+                gf = flops[key] / 1e9
+                cell += f" ({gf:.1f} GFLOP, {gf / times[key]:.1f} GFLOP/s)"
+            cells.append(cell)
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("| sum of stages | " + " | ".join(f"{sum(t.values()):.3f}"
+                                          for t, _, _ in rows.values()) + " |")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=KODAK)
@@ -111,6 +284,8 @@ def main():
     ap.add_argument("--baseline", help="an older uqcodec checkout to compare with")
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--no-legacy", action="store_true", help="skip the TensorFlow path")
+    ap.add_argument("--profile-only", action="store_true",
+                    help="only the per-stage profile (warm API, --limit images)")
     args = ap.parse_args()
     from uqcodec import zoo
     from uqcodec.training.data import list_images
@@ -122,6 +297,9 @@ def main():
     print(f"images: {folder} ({len(files)}), UQCODEC_THREADS="
           f"{env.get('UQCODEC_THREADS', 'default')}, {os.cpu_count()} CPUs, "
           f"median of {args.runs} processes")
+    if args.profile_only:
+        profile(names, files[:args.limit])
+        return
     tmp = tempfile.mkdtemp(prefix="uqcodec-bench-")
     img = files[0]
     roots = [("uqcodec", ROOT)] + ([("baseline", os.path.abspath(args.baseline))]
@@ -152,6 +330,8 @@ def main():
         for label, legacy in paths:
             total, transforms = warm_api(name, some, legacy)
             print(f"| {name}, {label} | {total:.3f} | {transforms:.3f} |", flush=True)
+
+    profile(names, some)
 
     if not args.no_batch:
         print(f"\n| batch CLI ({len(files)} images) | compress images/s | decompress images/s |")

@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Refresh the shipped model cards' Kodak numbers from an eval run.
 
-    python scripts/cards_from_eval.py results/kodak/summary.json
+    python scripts/cards_from_eval.py results/kodak/summary.json [NAME_PREFIX ...]
+
+(only the models whose names start with one of the prefixes, when given; the points of
+variable-rate sets are not one model's and are skipped)
 
 Sets ``kodak_bpp`` / ``kodak_psnr`` / ``kodak_images`` (universal quantization)
 and, for ``un`` models measured with ``--paper``, ``kodak_round_bpp`` /
@@ -20,14 +23,17 @@ def main():
     from uqcodec import zoo
     with open(sys.argv[1]) as f:
         summary = json.load(f)
+    prefixes = tuple(sys.argv[2:])
     for curve in summary["curves"]:
-        if curve.get("kind") != "model":
+        if curve.get("kind") != "model" or curve.get("variable"):
             continue
         suffix = {"uq": "", "round": "_round"}[curve["quantizer"]]
         refine = curve.get("refine") or 0
         if refine:
             suffix += "_refined"
         for p in curve["points"]:
+            if prefixes and not p["setting"].startswith(prefixes):
+                continue
             path = os.path.join(zoo.resolve(p["setting"]), "model.json")
             with open(path) as f:
                 card = json.load(f)

@@ -311,6 +311,15 @@ def test_train_without_a_training_set_says_so_before_tensorflow(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_train_context_parts_need_a_context_family(tmp_path):
+    """--context (which context parts a new context model has) on another family: one line."""
+    pytest.importorskip("tensorflow_compression")
+    r = run_cli("train", "--model", "hyperprior", "--context", "groups", "--lambda", "0.01",
+                "--data", DATA, "--out", str(tmp_path / "m"), "--steps", "1")
+    one_line_error(r)
+    assert "--context" in r.stderr and not (tmp_path / "m").exists()
+
+
 def test_models_lists_a_model_without_measurements(tmp_path):
     """`uqcodec models` lists a model whose card has no lambda and no Kodak numbers (a
     fresh export without ../shared) instead of failing on its format."""

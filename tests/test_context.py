@@ -14,7 +14,9 @@ import uqcodec
 from uqcodec import codec, container, latent_codecs as LC
 from conftest import DATA, ROOT, load
 
-TINY = os.path.join(DATA, "golden", "models", "context-vr-tiny")
+TINY = os.path.join(DATA, "golden", "models", "context-vr-tiny")  # raw inputs (0.14)
+RESIDUAL = os.path.join(DATA, "golden", "models", "context-res-tiny")  # residual inputs (0.15)
+BOTH = pytest.mark.parametrize("tiny", [TINY, RESIDUAL], ids=["raw", "residual"])
 BASE = os.path.join(DATA, "golden", "models", "hyperprior-vr-tiny")
 
 
@@ -27,11 +29,12 @@ def latents_sha(c, data):
 
 @pytest.mark.parametrize("quantizer", ["uq", "round"])
 @pytest.mark.parametrize("quality", [0, 7])
-def test_decoder_rebuilds_the_encoder(quantizer, quality):
+@BOTH
+def test_decoder_rebuilds_the_encoder(quantizer, quality, tiny):
     x = load("kodim15_odd.png")
-    data, info = uqcodec.compress_with_info(x, model=TINY, seed=5, quantizer=quantizer,
+    data, info = uqcodec.compress_with_info(x, model=tiny, seed=5, quantizer=quantizer,
                                             quality=quality, reconstruct=True)
-    np.testing.assert_array_equal(uqcodec.decompress(data, model=TINY), info["reconstruction"])
+    np.testing.assert_array_equal(uqcodec.decompress(data, model=tiny), info["reconstruction"])
     assert 8 * len(data) <= 1.01 * info["rate_bits"] + 8 * 100 + 96
     assert container.parse_header(data)[0].rate == info["rate"]
 
@@ -55,8 +58,9 @@ def _variant(src, dst, arch, zero_context):
     return str(dst)
 
 
+@BOTH
 def test_zero_context_is_the_hyperprior_and_the_context_changes_the_parameters(tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, tiny):
     """With its corrections zeroed the context model codes the symbols of the hyperprior
     with the same weights (same size up to the coder's last words, same decoded latents:
     universal quantization does not depend on the parameters); the trained context nets
@@ -64,17 +68,17 @@ def test_zero_context_is_the_hyperprior_and_the_context_changes_the_parameters(t
     from uqcodec import entropy
     monkeypatch.setattr(entropy.GaussianCoder, "work_budget", None)  # (a tiny toy model)
     x = load("kodim05_crop.png")
-    zero = _variant(TINY, tmp_path / "zero", "context", True)
-    hyper = _variant(TINY, tmp_path / "hyper", "hyperprior", False)
-    files = {m: uqcodec.compress(x, model=m, seed=9, quality=2) for m in (TINY, zero, hyper)}
+    zero = _variant(tiny, tmp_path / "zero", "context", True)
+    hyper = _variant(tiny, tmp_path / "hyper", "hyperprior", False)
+    files = {m: uqcodec.compress(x, model=m, seed=9, quality=2) for m in (tiny, zero, hyper)}
     streams = {m: container.unpack(d)[1] for m, d in files.items()}
     assert streams[zero][0] == streams[hyper][0]  # z: the same stream
     assert abs(len(streams[zero][1]) - len(streams[hyper][1])) <= 8  # y: the same symbols
     # the same escaped symbols (in another order: the coding orders differ)
     assert sorted(streams[zero][2]) == sorted(streams[hyper][2])
     lat = {m: latents_sha(codec.load(m), d) for m, d in files.items()}
-    assert lat[zero] == lat[hyper] == lat[TINY]
-    assert streams[TINY][1] != streams[zero][1]
+    assert lat[zero] == lat[hyper] == lat[tiny]
+    assert streams[tiny][1] != streams[zero][1]
 
 
 def test_coding_order_is_groups_then_halves():
@@ -103,14 +107,15 @@ print(h.hexdigest())
     {"NPY_DISABLE_CPU_FEATURES": "AVX512F,AVX512CD,AVX512_SKX,AVX512_CLX,AVX512_CNL,"
                                  "AVX512_ICL,AVX2,FMA3", "OPENBLAS_CORETYPE": "Haswell"},
 ], ids=["one-thread", "ort-unoptimized", "no-avx512"])
-def test_same_latents_on_other_arithmetic(env, tmp_path):
+@BOTH
+def test_same_latents_on_other_arithmetic(env, tmp_path, tiny):
     x = load("kodim05_crop.png")
-    data = uqcodec.compress(x, model=TINY, seed=21, quality=4, tile=64)
+    data = uqcodec.compress(x, model=tiny, seed=21, quality=4, tile=64)
     f = tmp_path / "a.uq"
     f.write_bytes(data)
-    want = latents_sha(codec.load(TINY), data)
+    want = latents_sha(codec.load(tiny), data)
     e = dict(os.environ, **env)
-    r = subprocess.run([sys.executable, "-c", SCRIPT, TINY, str(f)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", SCRIPT, tiny, str(f)], capture_output=True,
                        text=True, env=e, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == want
@@ -119,6 +124,11 @@ def test_same_latents_on_other_arithmetic(env, tmp_path):
 def test_card_declares_the_context():
     card = json.load(open(os.path.join(TINY, "model.json")))
     assert card["arch"] == "context" and card["groups"] == [4, 8, 12] and card["checkerboard"]
+    assert "context_inputs" not in card  # 0.14: raw inputs
+    res = json.load(open(os.path.join(RESIDUAL, "model.json")))
+    assert res["context_inputs"] == "residual" and sum(res["groups"]) == res["M"]
+    # the field decides decoding: it is in the fingerprint
+    assert codec.coding_card(res)["context_inputs"] == "residual"
 
 
 def test_corrections_add_to_the_hyper_scale_beyond_the_grid(tmp_path, crop):
@@ -157,3 +167,97 @@ def test_corrections_add_to_the_hyper_scale_beyond_the_grid(tmp_path, crop):
                                   c.rate_at_lambda(0.01))
         bits.append(b)
     assert abs(bits[1] - bits[0]) <= 0.01 * bits[0], bits
+
+
+def _random_context(base, dst, inputs, magnitude, seed=3, hidden=32):
+    """Model ``base`` (a shipped mean & scale hyperprior) with context networks of random
+    weights added (uneven groups, checkerboard): a context model whose corrections are
+    far from zero, as no test-sized training run makes them."""
+    from uqcodec.training.context import default_groups
+    card = json.load(open(os.path.join(base, "model.json")))
+    M = card["M"]
+    groups = default_groups(M)
+    w = dict(np.load(os.path.join(base, "weights.npz")))
+    rng = np.random.default_rng(seed)
+    a = 0
+    for g, n in enumerate(groups):
+        cin = n + a + n + 1 + (0 if inputs == "residual" else n)
+        for i, (k, ci, co) in enumerate(((3, cin, hidden), (1, hidden, hidden),
+                                         (1, hidden, 2 * n))):
+            scale = magnitude if i == 2 else 1.0 / np.sqrt(k * k * ci)
+            w[f"context/g{g}_conv{i}/kernel"] = (rng.standard_normal((k, k, ci, co))
+                                                  * scale).astype(np.float32)
+            w[f"context/g{g}_conv{i}/bias"] = np.zeros(co, np.float32)
+        a += n
+    dst.mkdir()
+    np.savez(dst / "weights.npz", **w)
+    card.update(arch="context", name=dst.name, groups=groups, checkerboard=True,
+                context_hidden=hidden)
+    if inputs == "residual":
+        card["context_inputs"] = "residual"
+    (dst / "model.json").write_text(json.dumps(card))
+    (dst / "tables.npz").write_bytes(open(os.path.join(base, "tables.npz"), "rb").read())
+    return str(dst)
+
+
+def _tf_rate(c, path, x, rate, seed):
+    """The TensorFlow training model's rate (bits of y and z) of image ``x`` on the codec's
+    latents and with the dither of a file with this seed (one tile)."""
+    import math
+    from uqcodec import entropy, quantization as Q
+    from uqcodec.training import _tf
+    from uqcodec.training.model import CompressionModel
+    tf, tfc = _tf.load()
+    gain = entropy.rate_gain(rate)
+    y, z = c.analyze(x)
+    u_y, u_z = c.family.latent_codec.noise((y.shape, z.shape),
+                                           Q.Dither(seed, 0, container.VERSION), "uq")
+    model = CompressionModel(c.card)
+    model.load_weights_npz(os.path.join(path, "weights.npz"))
+    a, ar = c.rounding.alpha, c.rounding.alpha_r
+    s = lambda t: tfc.ops.soft_round(t, a)  # noqa: E731  (sr models)
+    yt, zt = (tf.constant(v[None], tf.float32) for v in (y, z))
+    uy, uz = (tf.constant(v[None], tf.float32) for v in (u_y, u_z))
+    noise = (tf.round(s(yt * gain) - uy) + uy - s(yt * gain), tf.round(s(zt) - uz) + uz - s(zt))
+    _, by, bz = model.relaxed(yt, zt, a, ar, noise=noise, log_gain=tf.constant(math.log(gain)))
+    return float(by + bz)
+
+
+@pytest.mark.parametrize("inputs", ["raw", "residual"])
+def test_the_codec_codes_at_the_training_models_rate(tmp_path, inputs):
+    """The exact integer context networks compute what training's float networks do: on
+    the same latents and dither, the TensorFlow model's rate of a context model on a
+    shipped hyperprior whose networks make large corrections (random weights) is the
+    codec's coded rate within 1 %, while the corrections change that rate by far more."""
+    pytest.importorskip("tensorflow_compression")
+    base = os.path.join(ROOT, "models", "hyperprior8-sr-lo")
+    if not os.path.isdir(base):
+        pytest.skip("hyperprior8-sr-lo is not in models/")
+    x = load("kodim05_crop.png")
+    got = {}
+    # large corrections, but not so large that the grids (the snapped mean and scale the
+    # codec's networks see where training's see floats) make a random network differ
+    for name, mag in (("zero", 0.0), ("strong", 0.003 if inputs == "raw" else 0.001)):
+        path = _random_context(base, tmp_path / name, inputs, mag)
+        c = codec.Codec(path)
+        rate = c.family.rate_at(0.3)
+        _, info = c.encode(x, 7, rate=rate)
+        tf_bits = _tf_rate(c, path, x, rate, 7)
+        got[name] = info["rate_bits"]
+        assert abs(info["rate_bits"] - tf_bits) <= 0.01 * tf_bits, (name, info["rate_bits"],
+                                                                     tf_bits)
+    assert abs(got["strong"] - got["zero"]) > 0.03 * got["zero"], got
+
+
+def test_a_network_at_some_positions_is_the_whole_network_there():
+    """The codec evaluates a context network only where a part's elements are (half the
+    positions with the checkerboard): the same integers as the whole map at them."""
+    from uqcodec import intnet
+    rng = np.random.default_rng(0)
+    layers = [(rng.standard_normal((3, 3, 5, 7)), rng.standard_normal(7), False),
+              (rng.standard_normal((1, 1, 7, 6)), rng.standard_normal(6), False),
+              (rng.standard_normal((1, 1, 6, 4)), rng.standard_normal(4), False)]
+    net = intnet.IntNet([(np.full(5, -3.0), np.full(5, 3.0))], layers)
+    x = rng.uniform(-4, 4, (9, 11, 5))
+    for pos in (LC.anchors(9, 11), ~LC.anchors(9, 11), np.ones((9, 11), bool)):
+        np.testing.assert_array_equal(net.at(pos, x), net(x)[pos])

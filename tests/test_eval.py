@@ -259,3 +259,45 @@ def test_avif_and_jpeg_xl_baselines_with_limit(images, tmp_path):
     Image.fromarray(rgb).save(buf, "AVIF", quality=50, speed=6, subsampling="4:2:0")
     (q50,) = [r for r in rows if r["curve"] == "AVIF s6 (Pillow)" and r["quality"] == "50"]
     assert int(q50["bytes"]) == len(buf.getvalue())
+
+
+def test_several_folders_summary_and_resume(tmp_path):
+    """Two image folders: one results folder each, summary.md with the UQ penalty and the
+    SR gain per family and dataset; the same command again keeps both (a resumed run);
+    other settings over the same results are refused without --force."""
+    from uqcodec import zoo
+    names = {c["name"] for c in zoo.list_models()}
+    models = [f"linear3-{m}-{l}" for m in ("un", "sr") for l in ("0.01", "0.03")]
+    if not set(models) <= names:
+        pytest.skip("the linear3 ladder is not shipped")
+    dirs = []
+    for n in ("kodim05_crop.png", "kodim19_crop.png"):
+        d = tmp_path / n.split("_")[0]
+        d.mkdir()
+        shutil.copy(os.path.join(DATA, n), d / "photo.png")  # not named as Kodak's
+        dirs.append(str(d))
+    out = tmp_path / "res"
+    args = ("eval", *dirs, "--models", ",".join(models), "--baselines", "none", "--paper",
+            "--quiet", "--out", str(out))
+    r = run_cli(*args, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["kodim05", "kodim19", "summary.md", "summary.png"]
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for d in ("kodim05", "kodim19"):
+        assert "paper.md" in os.listdir(out / d)
+        s = json.load(open(out / d / "summary.json"))
+        assert s["models"][0]["fingerprint"] and s["images"] == ["photo.png"]
+        assert s["published"] == []  # Kodak's published curves are for Kodak only
+    md = (out / "summary.md").read_text()
+    rows = [l for l in md.splitlines() if l.startswith("| linear |")]
+    assert [l.split(" | ")[1] for l in rows] == ["kodim05", "kodim19"]
+    for l in rows:  # universal quantization costs the linear model rate
+        assert float(l.split(" | ")[4]) > 0, l
+    assert "uqcodec eval --models" in md and str(tmp_path) not in md
+    before = {d: os.path.getmtime(out / d / "per_image.csv") for d in ("kodim05", "kodim19")}
+    r = run_cli(*args, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("kept") == 2
+    assert before == {d: os.path.getmtime(out / d / "per_image.csv") for d in before}
+    one_line_error(run_cli(*args, "--seed", "7", env=ENV))
+    one_line_error(run_cli("eval", dirs[0], dirs[0], "--out", str(tmp_path / "twice"), env=ENV))

@@ -326,3 +326,44 @@ def test_factorized_from_a_variable_rate_hyperprior_with_fresh_lr(tmp_path):
     state = train.train("factorized", "sr", 0.01, str(tmp_path / "f100"), steps=4, lr=1e-9,
                         resume=True, **kw)
     assert state["steps"] == 4 and state["fresh_lr"] == 100.0
+
+
+def test_train_only_keeps_the_other_parts_as_loaded(tmp_path):
+    """--train-only context: a context model warm-started from a hyperprior learns only its
+    context networks (every other weight exactly as loaded); a resumed run keeps the
+    choice; a part the model lacks is refused."""
+    from uqcodec.training import train
+    base = os.path.join(DATA, "golden", "models", "hyperprior-vr-tiny")
+    kw = dict(data=DATA, patch=64, batch=2, warmup=1, progress=False, bf16=False,
+              export=False, log_every=1000, lr=1e-2)
+    run = tmp_path / "ctx"
+    state = train.train("context", "sr", (0.001, 0.1), str(run), steps=3, init_from=base,
+                        train_only=["context"], **kw)
+    assert state["train_only"] == ["context"]
+    w0, w = dict(np.load(os.path.join(base, "weights.npz"))), dict(np.load(run / "weights.npz"))
+    same = [k for k in w0 if k in w]
+    assert same and all(np.array_equal(w[k], w0[k].astype(w[k].dtype)) for k in same)
+    assert any(np.abs(w[k]).max() > 0 for k in w if k.startswith("context/") and "conv2" in k)
+    state = train.train("context", "sr", (0.001, 0.1), str(run), steps=4, resume=True, **kw)
+    assert state["steps"] == 4 and state["train_only"] == ["context"]
+    assert all(np.array_equal(np.load(run / "weights.npz")[k], w[k]) for k in same)
+    with pytest.raises(ValueError, match="not a part"):
+        train.train("context", "sr", (0.001, 0.1), str(tmp_path / "x"), steps=1,
+                    init_from=base, train_only=["nope"], **kw)
+
+
+def test_context_parts_and_inputs_of_a_new_and_an_old_config():
+    """train --context picks the parts (the checkerboard alone: one group of every channel;
+    the groups alone: no checkerboard); a new model sees normalized residuals, a config of
+    uqcodec 0.14 (groups but no context_inputs) keeps its raw inputs."""
+    from uqcodec.training.context import ContextModel, default_groups
+    new = {"arch": "context", "training": "sr", "N": 16, "M": 24, "lambda_range": [0.001, 0.1]}
+    cfg = ContextModel(dict(new, context="checkerboard")).config
+    assert cfg["groups"] == [24] and cfg["checkerboard"] and cfg["context_inputs"] == "residual"
+    assert "context" not in cfg
+    cfg = ContextModel(dict(new, context="groups")).config
+    assert cfg["groups"] == default_groups(24) and not cfg["checkerboard"]
+    cfg = ContextModel(dict(new, groups=[4, 8, 12])).config
+    assert cfg["context_inputs"] == "raw"
+    with pytest.raises(ValueError, match="context"):
+        ContextModel(dict(new, context="spatial"))

@@ -357,6 +357,10 @@ def models(as_json, show_families):
               help="Learning-rate multiplier of the parts a warm start cannot load (a "
                    "context model's networks beside converged transforms). Default 1; "
                    "--resume keeps the run's.")
+@click.option("--train-only", default=None, metavar="PARTS",
+              help="Comma-separated parts that learn (e.g. 'context': a context model's "
+                   "networks on frozen transforms); the rest stays as loaded. --resume "
+                   "keeps the run's.")
 @click.option("--decay-start", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Run fraction where the cosine decay of the learning rate starts.")
 @click.option("--alpha", default="1:8", show_default=True,
@@ -389,6 +393,11 @@ def models(as_json, show_families):
                    "synthesis (16 matches the 16x downsampling). With --init-from a model "
                    "without one, it is fitted to what the old latents miss and feeds the new "
                    "latent channels (--M).")
+@click.option("--context", "context_parts", type=click.Choice(["both", "checkerboard", "groups"]),
+              default=None,
+              help="Context family, a new model: its spatial and channel context (default "
+                   "both: uneven channel groups, each in two checkerboard halves), the "
+                   "checkerboard alone (one group) or the channel groups alone.")
 @click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
               default="auto", show_default=True,
               help="tf.distribute: one device, mirrored (the GPUs of this host), multiworker "
@@ -401,9 +410,10 @@ def models(as_json, show_families):
                    "(for reproducing one; every worker crops the whole batch).")
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Measure the exported model on Kodak (when ../shared is present).")
-def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_lr, decay_start,
+def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_lr, train_only,
+          decay_start,
           alpha, alpha_r, low_variance, minutes, init_from, resume, seed, bf16, run_dir, n, m,
-          latent_gain, bypass, strategy, data_split, measure):
+          latent_gain, bypass, context_parts, strategy, data_split, measure):
     """Train a model and export it (with Kodak numbers when ../shared is present).
 
     Loss: bits per pixel + lambda * MSE on the 0..255 scale. Learning rate: linear
@@ -439,13 +449,18 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_l
     a0, a1 = pair(alpha, "--alpha")
     ar = pair(alpha_r, "--alpha-r") if alpha_r else None
     args = {k: v for k, v in (("N", n), ("M", m), ("latent_gain", latent_gain),
-                              ("bypass", bypass)) if v}
+                              ("bypass", bypass), ("context", context_parts)) if v}
+    from .training.model import model_class
+    if context_parts and "context" not in getattr(model_class(arch), "options", ()):
+        raise CodecError(f"--context is a setting of a family with a context model, not of "
+                         f"{arch}")
     run = run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)))
     T.train(arch, mode, lmbda, run, data=data, steps=steps, patch=patch, batch=batch, lr=lr,
             warmup=warmup, decay_start=decay_start, alpha=(a0, a1), alpha_r=ar,
             low_variance=low_variance, minutes=minutes, init_from=init_from, resume=resume,
             seed=seed, bf16=bf16, model_args=args, export=False, strategy=strategy,
-            data_split=data_split, fresh_lr=fresh_lr)
+            data_split=data_split, fresh_lr=fresh_lr,
+            train_only=[p for p in train_only.split(",") if p] if train_only else None)
     worker, workers, chief = T.worker_role(strategy)
     if not chief:
         click.echo(f"worker {worker} of {workers} done (the chief exports)")
@@ -456,10 +471,15 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_l
 
 
 @main.command("eval")
-@click.argument("folder", metavar="DIR", type=click.Path())
+@click.argument("folders", metavar="DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(),
               help="Output folder (created): per_image.csv, summary.json, rd.png, bdrate.csv "
-                   "and, with --paper, paper.md.")
+                   "and, with --paper, paper.md. With several DIRs: one sub-folder per DIR "
+                   "(named as the DIR) and, with --paper, summary.md and summary.png (UQ "
+                   "penalty and SR gain by family and dataset); a DIR whose results are there "
+                   "from a run "
+                   "with the same models and settings is kept, so an interrupted run "
+                   "resumes.")
 @click.option("--models", default="all", show_default=True, metavar="all|none|NAME,...",
               help="Models to measure (names or model directories), all shipped ones, or none.")
 @click.option("--baselines", default="jpeg,webp,avif,jxl", show_default=True,
@@ -481,12 +501,14 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_l
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images of DIR.")
 @click.option("--anchors", type=click.Path(), metavar="CSV|none",
               help="Published curves (codec,source,bpp,psnr_rgb_db); default "
-                   "../shared/anchors/kodak_published_rd.csv, skipped if absent.")
+                   "../shared/anchors/kodak_published_rd.csv for the Kodak images (kodim*), "
+                   "none for other images; skipped if absent.")
 @click.option("-f", "--force", is_flag=True,
               help="Overwrite the result files of an earlier run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_(folder, out, models, baselines, paper, refine, seed, limit, anchors, force, quiet):
-    """Rate-distortion evaluation of models and classic codecs on the images in DIR.
+def eval_(folders, out, models, baselines, paper, refine, seed, limit, anchors, force, quiet):
+    """Rate-distortion evaluation of models and classic codecs on the images in DIR (or
+    in each of several DIRs).
 
     Every image is compressed to real bytes and decoded; bpp (file size incl. header),
     PSNR and MS-SSIM on 8-bit RGB and encode/decode times are recorded. Results are
@@ -494,12 +516,25 @@ def eval_(folder, out, models, baselines, paper, refine, seed, limit, anchors, f
     refused without --force.
     """
     from . import evaluate
-    s = evaluate.run(folder, out, models=models, baselines=baselines, paper=paper,
-                     force=force, seed=seed, limit=limit, anchors=anchors, refine=refine,
-                     progress=not quiet,
-                     warn=lambda m: click.echo(f"uqcodec: warning: {m}", err=True))
-    click.echo(f"{out}: {len(s['images'])} images, {len(s['curves'])} curves, "
-               f"{s['wall_seconds']:.0f} s")
+    kw = dict(models=models, baselines=baselines, paper=paper, force=force, seed=seed,
+              limit=limit, anchors=anchors, refine=refine, progress=not quiet,
+              warn=lambda m: click.echo(f"uqcodec: warning: {m}", err=True))
+    if len(folders) == 1:
+        s = evaluate.run(folders[0], out, **kw)
+        click.echo(f"{out}: {len(s['images'])} images, {len(s['curves'])} curves, "
+                   f"{s['wall_seconds']:.0f} s")
+        return
+    options = [f"--models {models}"] if models != "all" else []
+    options += [f"--baselines {baselines}"] if baselines != "jpeg,webp,avif,jxl" else []
+    options += ["--paper"] * paper + [f"--refine {refine}"] * bool(refine)
+    options += [f"--seed {seed}"] * (seed != 1) + [f"--limit {limit}"] * bool(limit)
+    command = " ".join(["uqcodec eval", *options, "--out", evaluate.shown_dir(out),
+                        *(evaluate.shown_dir(f) for f in folders)])
+    for name, s in evaluate.run_many(folders, out, command=command, **kw):
+        click.echo(f"{out}/{name}: {len(s['images'])} images, {len(s['curves'])} curves, "
+                   f"{s['wall_seconds']:.0f} s")
+    if paper:
+        click.echo(f"{out}/summary.md, summary.png: the paper's comparison by family and dataset")
 
 
 _interrupted = []

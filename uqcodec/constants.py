@@ -45,3 +45,11 @@ CONTEXT_CLAMP = 8.0
 # Adam moves the new context networks that many times faster than the converged transforms
 # they are trained with (the idea of RATE_KNOT_SCALE).
 CONTEXT_OUT_SCALE = 32.0
+# What the context networks see of the decoded latents (card field ``context_inputs``):
+# "raw" (uqcodec 0.14, the card has no such field) y / CONTEXT_DIV; "residual" (0.15) the
+# normalized residual (y - mean) / scale under the hyper-synthesis' parameters, clamped
+# to [-CONTEXT_CLAMP, CONTEXT_CLAMP], and the mean correction in units of that scale.
+CONTEXT_INPUTS = ("raw", "residual")
+# ... whose networks put the "residual" mean correction on the grid 1 / CONTEXT_RESIDUAL_GRID
+# (in units of the scale); the codec adds rint(scale * correction * MEAN_GRID) mean steps.
+CONTEXT_RESIDUAL_GRID = 1024

@@ -14,11 +14,10 @@ import numpy as np
 from . import imageio, zoo
 from .errors import CodecError
 from .metrics import BD_METHOD, ms_ssim, psnr
+from .report import PAPER_NAMES
 
 __all__ = ["psnr", "measure_model", "select_models", "plan", "evaluate", "curves"]
 
-PAPER_NAMES = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
-               ("sr", "round"): "UN+SR+Q"}
 # a variable-rate model (or rate set) is measured at these qualities: 11 points of one curve
 EVAL_QUALITIES = tuple(float(q) for q in range(11))
 MEASURES = ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
@@ -320,6 +319,80 @@ def shown_dir(folder):
     return os.path.basename(path) or path
 
 
+def dataset_names(folders):
+    """A results sub-folder name per image folder: its name (``kodak``, ``bsd68``);
+    refused when two folders share one."""
+    names = [os.path.basename(os.path.normpath(os.path.abspath(f))) for f in folders]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CodecError(f"two image folders are named {', '.join(twice)}: their results "
+                         "would share a folder")
+    return names
+
+
+def _same_run(summary, settings):
+    """Whether an earlier run's summary.json was made with these settings (models and
+    their fingerprints, baselines, images, seed, paper, refine): then it is kept."""
+    return all(summary.get(k) == v for k, v in settings.items())
+
+
+def run_many(folders, out, force=False, progress=True, warn=print, command="uqcodec eval",
+             **kw):
+    """``uqcodec eval`` over several image folders: each folder's results go to
+    ``out/NAME`` (``run``), then ``out/summary.md`` sums up the paper's comparison by family
+    and dataset (with ``paper``). A folder whose results are already there from a run with
+    the same settings is kept (so a long run can be resumed); other earlier results are
+    refused without ``force``. Returns [(name, summary)]."""
+    import json
+    from . import report
+    names = dataset_names(folders)
+    results = []
+    for i, (folder, name) in enumerate(zip(folders, names)):
+        sub = os.path.join(out, name)
+        path = os.path.join(sub, "summary.json")
+        if not force and os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            if _same_run(old, run_settings(folder, **kw)):
+                warn(f"{sub}: kept (an earlier run with the same models, images and settings)")
+                results.append((name, old))
+                continue
+        if progress:
+            print(f"[{i + 1}/{len(folders)}] {shown_dir(folder)} -> {sub}", flush=True)
+        results.append((name, run(folder, sub, force=force, progress=progress, warn=warn,
+                                  **kw)))
+    if kw.get("paper"):
+        files = {"summary.md": report.datasets_md(results, command)}
+        try:
+            files["summary.png"] = report.datasets_png(results)
+        except ImportError:
+            warn("matplotlib is not installed: no summary.png (pip install matplotlib)")
+        report.write(out, files, True)
+    return results
+
+
+def run_settings(folder, models="all", baselines="jpeg,webp,avif,jxl", paper=False, seed=1,
+                 limit=None, refine=0, anchors=None):
+    """What decides the results of ``run`` besides the code: recorded in summary.json."""
+    from .training.data import list_images
+    try:
+        files = list_images(folder)
+    except ValueError:
+        files = []
+    files = files[:limit] if limit else files
+    keys = [k.strip().lower() for k in (baselines or "").split(",") if k.strip()]
+    return {"images": [os.path.basename(f) for f in files], "seed": seed, "paper": paper,
+            "refine": refine, "baselines": [] if keys == ["none"] else keys,
+            "models": [{"name": c["name"], "fingerprint": c.get("fingerprint")}
+                       for c in select_models(models)]}
+
+
+def is_kodak(files):
+    """Whether the images are Kodak's (the published curves of the default anchors are
+    measured on Kodak, so they are compared with no other set)."""
+    return bool(files) and all(os.path.basename(f).startswith("kodim") for f in files)
+
+
 def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, force=False,
         seed=1, limit=None, anchors=None, progress=True, warn=print, refine=0):
     """The ``uqcodec eval`` command: measure, then write per_image.csv, summary.json,
@@ -358,7 +431,8 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
             skipped.append(f"{k}: {why}")
         else:
             classics.append(B.make(k))
-    anchors = report.DEFAULT_ANCHORS if anchors is None else anchors
+    if anchors is None:  # the published curves are Kodak's
+        anchors = report.DEFAULT_ANCHORS if is_kodak(files) else "none"
     published = []
     if anchors and anchors != "none":
         if os.path.exists(anchors):
@@ -379,8 +453,7 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     meta = {"dir": shown_dir(folder), "n_images": len(files)}
     summary = {
         "command": "uqcodec eval", "dir": meta["dir"],
-        "images": [os.path.basename(f) for f in files], "seed": seed, "paper": paper,
-        "refine": refine,
+        **run_settings(folder, models, baselines, paper, seed, limit, refine),
         "wall_seconds": round(wall, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "threads": os.environ.get("UQCODEC_THREADS") or "default",

@@ -98,6 +98,23 @@ class Layer:
             acc = acc.reshape(H, W, -1)
         return (acc + self.b).astype(np.int64)
 
+    def accumulate_at(self, a, positions):
+        """The accumulators of a stride-1 convolution at the (row, column) ``positions``
+        (a boolean (H, W) mask) only: (P, out) in C order of the positions, the same
+        integers as ``accumulate(a)[positions]`` (each output sums the same products)."""
+        assert not self.transpose
+        H, W, C = a.shape
+        k = self.k
+        pad = (k - 1) // 2
+        rows, cols = np.nonzero(positions)
+        x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
+        patches = np.empty((len(rows), k, k, C))
+        for p in range(k):
+            for q in range(k):
+                patches[:, p, q] = x[rows + p, cols + q]
+        acc = patches.reshape(len(rows), -1) @ self.w.reshape(-1, self.w.shape[-1])
+        return (acc + self.b).astype(np.int64)
+
 
 class IntNet:
     """An integer network: a stack of integer convolutions, ReLU between them, the last
@@ -144,15 +161,32 @@ class IntNet:
             if not layer.acc_bound < EXACT_LIMIT:
                 raise ValueError("integer network exceeds the exact range of float64")
 
-    def __call__(self, *inputs):
-        """Float inputs (H, W, C_i) -> int64 outputs (H', W', C_out)."""
+    def _input(self, inputs):
         a = np.concatenate([np.clip(np.asarray(x, np.float64), lo, hi)
                             for x, lo, hi in zip(inputs, self.lo, self.hi)], axis=-1)
-        a = np.rint(np.ldexp(a, IN_BITS))
+        return np.rint(np.ldexp(a, IN_BITS))
+
+    def __call__(self, *inputs):
+        """Float inputs (H, W, C_i) -> int64 outputs (H', W', C_out)."""
+        a = self._input(inputs)
         for layer, shift in zip(self.layers, self.shifts):
             acc = layer.accumulate(a)
             a = np.maximum(_round_shift_vec(acc, shift), 0).astype(np.float64)
         return _round_shift_vec(self.last.accumulate(a), self.last.acc_shift)
+
+    def at(self, positions, *inputs):
+        """The outputs at the (row, column) ``positions`` only (a boolean (H, W) mask):
+        (P, C_out) int64 in C order of the positions, equal to ``self(*inputs)[positions]``,
+        for a network whose first layer is a stride-1 convolution and whose later layers
+        are 1x1 (a context network): the other positions are never computed."""
+        layers = self.layers + [self.last]
+        if any(layer.transpose for layer in layers) or any(layer.k != 1 for layer in layers[1:]):
+            raise ValueError("IntNet.at needs a stride-1 first layer and 1x1 layers after it")
+        acc = layers[0].accumulate_at(self._input(inputs), positions)
+        for i, layer in enumerate(layers[1:]):  # shift, ReLU, the next 1x1 layer
+            a = np.maximum(_round_shift_vec(acc, self.shifts[i]), 0).astype(np.float64)
+            acc = (a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b).astype(np.int64)
+        return _round_shift_vec(acc, self.last.acc_shift)
 
 
 def _round_shift_vec(acc, shift):

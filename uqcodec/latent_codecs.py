@@ -55,14 +55,15 @@ class FactorizedLatentCodec:
                                          self.rounding, esc)
 
 
-def _grid_fold(M, log_scale_origin, out_scale=1.0):
+def _grid_fold(M, log_scale_origin, out_scale=1.0, mean_grid=K.MEAN_GRID):
     """The fold of an integer network's last layer whose 2M outputs are means (in units of
-    MEAN_STEP) and log-scales (in scale index steps from ``log_scale_origin``), the float
-    outputs first multiplied by ``out_scale`` (a power of two: exact)."""
+    1 / ``mean_grid``: MEAN_STEP by default) and log-scales (in scale index steps from
+    ``log_scale_origin``), the float outputs first multiplied by ``out_scale`` (a power of
+    two: exact)."""
     def fold(kernel, bias):
         kernel, bias = kernel * out_scale, bias * out_scale
-        kernel[..., :M] *= K.MEAN_GRID
-        bias[:M] *= K.MEAN_GRID
+        kernel[..., :M] *= mean_grid
+        bias[:M] *= mean_grid
         kernel[..., M:] /= K.LOG_SCALE_STEP
         bias[M:] = (bias[M:] - log_scale_origin) / K.LOG_SCALE_STEP
         return kernel, bias
@@ -82,11 +83,11 @@ def gaussian_parameters(layers, M, inputs):
     return params
 
 
-def correction_net(layers, M, inputs):
-    """An integer network whose 2M outputs correct the mean (in MEAN_STEP units) and the
-    scale index (in index steps) of M latent channels: CONTEXT_OUT_SCALE and the grid
-    folded into its last layer. Returns the network: (input arrays) -> int64 (..., 2M)."""
-    return intnet.IntNet(inputs, layers, _grid_fold(M, 0.0, K.CONTEXT_OUT_SCALE))
+def correction_net(layers, M, inputs, mean_grid=K.MEAN_GRID):
+    """An integer network whose 2M outputs correct the mean (in units of 1 / ``mean_grid``)
+    and the scale index (in index steps) of M latent channels: CONTEXT_OUT_SCALE and the
+    grid folded into its last layer. Returns the network: (input arrays) -> int64 (..., 2M)."""
+    return intnet.IntNet(inputs, layers, _grid_fold(M, 0.0, K.CONTEXT_OUT_SCALE, mean_grid))
 
 
 class GaussianConditionalLatentCodec:
@@ -176,14 +177,19 @@ class ContextLatentCodec:
     parts coded one after another in that order, each part's elements in C order."""
     streams = 2
 
-    def __init__(self, hyper, nets, groups, checkerboard):
+    def __init__(self, hyper, nets, groups, checkerboard, residual=False):
         """``hyper``: a HyperpriorLatentCodec (z, the hyper-synthesis, the Gaussian coder);
-        ``nets[g]``: group g's exact network (inputs: the group's hyper mean / CONTEXT_DIV
-        and log-scale, the earlier groups' decoded y / CONTEXT_DIV, with the checkerboard
-        the group's decoded anchors / CONTEXT_DIV and the half flag) -> (mean correction in
-        MEAN_STEP units, log-scale correction in scale index steps)."""
+        ``nets[g]``: group g's exact network -> (mean correction, log-scale correction in
+        scale index steps). ``residual`` (``context_inputs: residual``): its inputs are the
+        group's hyper log-scale, the earlier groups' normalized residuals, with the
+        checkerboard the group's decoded anchors' residuals and the half flag; its mean
+        correction is in units of the hyper scale / CONTEXT_RESIDUAL_GRID. Else (raw, 0.14):
+        the group's hyper mean / CONTEXT_DIV and log-scale, the earlier groups' decoded
+        y / CONTEXT_DIV, the group's decoded anchors / CONTEXT_DIV and the flag; its mean
+        correction in MEAN_STEP units."""
         self.hyper, self.nets = hyper, nets
         self.groups, self.checkerboard = list(groups), bool(checkerboard)
+        self.residual = bool(residual)
         self.rounding = hyper.y_codec.rounding
         self.gaussian = hyper.y_codec.gaussian
 
@@ -213,24 +219,38 @@ class ContextLatentCodec:
         M = out.shape[-1] // 2
         return out[..., :M], np.maximum(out[..., M:], 0)
 
-    def _params(self, g, sl, second, mean_index, scale_index, y_dec):
-        """Mean index and scale index of group ``g`` (channels ``sl``) for one half."""
-        mean = mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV
+    def _params(self, g, sl, pos, second, mean_index, scale_index, y_dec):
+        """Mean index and scale index of group ``g`` (channels ``sl``) for one half, at its
+        positions ``pos`` only: (P, n) each, positions in C order (the network is evaluated
+        there only: ``IntNet.at``)."""
+        top = np.minimum(scale_index[..., :sl.stop], K.SCALE_LEVELS - 1)
         # the network sees the log-scale on the grid (training clips it to the same range)
-        log_scale = K.LOG_SCALE_MIN + np.minimum(scale_index[..., sl],
-                                                 K.SCALE_LEVELS - 1) * K.LOG_SCALE_STEP
-        ins = [mean, log_scale]
+        log_scale = K.LOG_SCALE_MIN + top[..., sl] * K.LOG_SCALE_STEP
+        if self.residual:
+            # (y - mean) / scale: IEEE operations on exact values (the same everywhere);
+            # only decoded elements are read (the others are masked below)
+            ctx = ((y_dec[..., :sl.stop] - mean_index[..., :sl.stop] * K.MEAN_STEP)
+                   / entropy.SCALES[top])
+            ins = [log_scale]
+        else:
+            ctx = y_dec[..., :sl.stop] / K.CONTEXT_DIV
+            ins = [mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV, log_scale]
         if sl.start:
-            ins.append(y_dec[..., :sl.start] / K.CONTEXT_DIV)
+            ins.append(ctx[..., :sl.start])
         if self.checkerboard:
-            part = y_dec[..., sl] / K.CONTEXT_DIV
+            part = ctx[..., sl]
             # the second half sees the group's anchors: the only decoded part of it so far
-            ins += [part if second else np.zeros_like(part),
+            ins += [np.where(anchors(*part.shape[:2])[..., None], part, 0.0) if second
+                    else np.zeros_like(part),
                     np.full(part.shape[:2] + (1,), 1.0 if second else 0.0)]
-        out = self.nets[g](*ins)
+        out = self.nets[g].at(pos, *ins)
         n = sl.stop - sl.start
-        return (mean_index[..., sl] + out[..., :n],
-                np.clip(scale_index[..., sl] + out[..., n:], 0, K.SCALE_LEVELS - 1))
+        d_mean = out[:, :n]
+        if self.residual:  # scale x correction x MEAN_GRID: one rounding of exact values
+            d_mean = np.rint(entropy.SCALES[top[..., sl][pos]] * d_mean
+                             * (K.MEAN_GRID / K.CONTEXT_RESIDUAL_GRID)).astype(np.int64)
+        return (mean_index[..., sl][pos] + d_mean,
+                np.clip(scale_index[..., sl][pos] + out[:, n:], 0, K.SCALE_LEVELS - 1))
 
     def _code(self, y_shape, mean_index, scale_index, dither, quantizer, rate, step,
               encoding):
@@ -242,13 +262,13 @@ class ContextLatentCodec:
         u_all = dither.continuous(y_shape) if quantizer == "uq" else np.zeros(y_shape)
         y_dec = np.zeros(y_shape)
         for g, sl, pos, second in self._parts(y_shape):
-            mi, si = self._params(g, sl, second, mean_index, scale_index, y_dec)
-            mean_q = mi[pos].ravel() * K.MEAN_STEP
+            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, y_dec)
+            mean_q = mi.ravel() * K.MEAN_STEP
             if gain != 1.0:
                 mean_q = mean_q * gain
             u = u_all[..., sl][pos].ravel()
             c = np.rint(mean_q) if quantizer == "uq" else mean_q
-            idx = si[pos].ravel()
+            idx = si.ravel()
             spent = self.gaussian.at_rate(rate).check_work(idx, encoding, elements, spent)
             d = step((pos, sl), mean_q, idx, c, u)
             v = self.rounding.decoder_input(c + d + u)

@@ -105,6 +105,97 @@ def csv_bytes(rows, columns, floats=None):
     return buf.getvalue().encode()
 
 
+PAPER_NAMES = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
+               ("sr", "round"): "UN+SR+Q"}
+PAPER_LABELS = ("UN+Q", "UN+UQ", "UN+UQ+SR", "UN+SR+Q")
+# the summary over datasets: (name, curve, reference curve)
+PAPER_EFFECTS = (("UQ penalty", "UN+UQ", "UN+Q"), ("SR gain", "UN+UQ+SR", "UN+UQ"),
+                 ("UN+UQ+SR vs UN+Q", "UN+UQ+SR", "UN+Q"), ("UN+SR+Q vs UN+Q", "UN+SR+Q", "UN+Q"))
+
+
+def _paper_curves(curves):
+    """({(family, paper label): curve}, sorted families) of the model curves; a family
+    is the architecture, its variable-rate sets apart ('hyperprior (variable rate)')."""
+    def family(c):
+        return c["arch"] + (" (variable rate)" if c.get("variable") else "")
+    by = {(family(c), PAPER_NAMES.get((c["training"], c["quantizer"]))): c
+          for c in curves if c["kind"] == "model" and not c.get("refine")}
+    return by, sorted({family(c) for c in curves if c["kind"] == "model"})
+
+
+def paper_effects(curves):
+    """{family: {effect name: BD-rate % (NaN when not computable)}} of PAPER_EFFECTS."""
+    by, families = _paper_curves(curves)
+    out = {}
+    for fam in families:
+        row = {}
+        for name, label, ref in PAPER_EFFECTS:
+            c, r = by.get((fam, label)), by.get((fam, ref))
+            row[name] = bd(c, r)[0] if c is not None and r is not None else math.nan
+        out[fam] = row
+    return out
+
+
+def datasets_md(results, command):
+    """The summary of ``uqcodec eval --paper`` over several folders: ``results`` is a list
+    of (dataset name, summary.json dict). One row per family and dataset."""
+    effects = {name: paper_effects(s["curves"]) for name, s in results}
+    families = sorted({f for e in effects.values() for f in e})
+    lines = ["# UQ penalty and soft-rounding gain by family and dataset", "",
+             f"Measured by `{command}`; each dataset's own tables are in its folder "
+             "(`paper.md`). BD-rates (" + metrics.BD_METHOD + ") in %; negative is better. "
+             "UQ penalty: UN+UQ against UN+Q (what universal quantization costs a model "
+             "trained with uniform noise); SR gain: UN+UQ+SR against UN+UQ (what soft "
+             "rounding gives back).", "",
+             "| family | dataset | images | wall (min) | "
+             + " | ".join(n for n, _, _ in PAPER_EFFECTS) + " |",
+             "|---|---|---|---|" + "---|" * len(PAPER_EFFECTS)]
+    for fam in families:
+        for name, s in results:
+            row = effects[name].get(fam)
+            if row is None or not any(math.isfinite(v) for v in row.values()):
+                continue
+            cells = [f"{v:+.1f}" if math.isfinite(v) else "n/a" for v in row.values()]
+            lines.append(f"| {fam} | {name} | {len(s['images'])} | "
+                         f"{s['wall_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def datasets_png(results, effects=("UQ penalty", "SR gain")):
+    """Bars of ``effects`` (BD-rate %) per family and dataset: the summary's picture."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    table = {name: paper_effects(s["curves"]) for name, s in results}
+    families = sorted({f for e in table.values() for f in e})
+    names = [name for name, _ in results]
+    fig, axes = plt.subplots(1, len(effects), figsize=(5.2 * len(effects), 3.6), dpi=110,
+                             sharey=True, squeeze=False)
+    width = 0.8 / max(1, len(names))
+    colors = plt.get_cmap("tab10").colors
+    for ax, effect in zip(axes[0], effects):
+        for j, name in enumerate(names):
+            vals = [table[name].get(f, {}).get(effect, math.nan) for f in families]
+            xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(families))]
+            ax.bar(xs, [0.0 if not math.isfinite(v) else v for v in vals], width,
+                   color=colors[j % 10], label=name)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(families)))
+        ax.set_xticklabels([f.replace(" (variable rate)", "\n(variable rate)")
+                            for f in families], fontsize=8)
+        ax.set_title(effect + ("  (UN+UQ vs UN+Q)" if effect == "UQ penalty" else
+                               "  (UN+UQ+SR vs UN+UQ)" if effect == "SR gain" else ""),
+                     fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("BD-rate (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def paper_md(curves, meta, grad_bias=None):
     """The paper's experiment: per family UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q (the
     soft-rounding model decoded with plain rounding, no dither); BD-rates against UN+Q;
@@ -116,19 +207,11 @@ def paper_md(curves, meta, grad_bias=None):
              "decoded with plain rounding and no dither (what the paper did not show).", "",
              "| family | curve | points | bpp | PSNR (dB) | BD-rate vs UN+Q |",
              "|---|---|---|---|---|---|"]
-    names = {("un", "round"): "UN+Q", ("un", "uq"): "UN+UQ", ("sr", "uq"): "UN+UQ+SR",
-             ("sr", "round"): "UN+SR+Q"}
-    labels = ("UN+Q", "UN+UQ", "UN+UQ+SR", "UN+SR+Q")
-
-    def family(c):
-        return c["arch"] + (" (variable rate)" if c.get("variable") else "")
-    by = {(family(c), names.get((c["training"], c["quantizer"]))): c
-          for c in curves if c["kind"] == "model" and not c.get("refine")}
-    families = sorted({family(c) for c in curves if c["kind"] == "model"})
+    by, families = _paper_curves(curves)
     detail = []
     for fam in families:
         base = by.get((fam, "UN+Q"))
-        for label in labels:
+        for label in PAPER_LABELS:
             c = by.get((fam, label))
             if c is None:
                 lines.append(f"| {fam} | {label} | 0 | - | - | no models |")

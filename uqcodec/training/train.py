@@ -212,7 +212,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
           alpha_r=None, low_variance=True, minutes=None,
           init_from=None, resume=False, seed=0, bf16=True, ckpt_minutes=5.0,
           model_args=None, log_every=100, progress=True, export=True,
-          strategy="one", data_split="seed", devices=None, fresh_lr=None):
+          strategy="one", data_split="seed", devices=None, fresh_lr=None,
+          train_only=None):
     """Train ``arch`` ("linear"/"hyperprior") in ``mode`` ("un"/"sr") at ``lmbda``.
 
     ``lmbda`` (lo, hi): a variable-rate hyperprior; every step draws lambda
@@ -235,6 +236,10 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
     ``fresh_lr``: learning-rate multiplier of the parts that a warm start could not
     load (a context model's networks beside converged transforms; their own Adam);
     kept in train.json, so a resumed run goes on with it (default 1).
+
+    ``train_only``: names of the parts that learn (e.g. ``["context"]``: a context model's
+    networks on frozen transforms and hyperprior); the others stay as loaded. Kept in
+    train.json like ``fresh_lr``.
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     from . import _tf
@@ -311,9 +316,18 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             fresh_parts = _warm_start(model, init_from, base, images)
         if fresh_lr is None:
             fresh_lr = float(state.get("fresh_lr") or 1.0)
+        if train_only is None:
+            train_only = state.get("train_only")
+        train_only = list(train_only) if train_only else None
+        if train_only and set(train_only) - set(model.parts()):
+            raise ValueError(f"--train-only: {', '.join(sorted(set(train_only) - set(model.parts())))}"
+                             f" is not a part of this model (parts: {', '.join(model.parts())})")
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
         opt = tf.keras.optimizers.Adam(learning_rate=lr, global_clipnorm=clip)
         variables = model.trainable_variables
+        if train_only:
+            variables = [v for n, v in model.named_variables().items()
+                         if n.split("/", 1)[0] in train_only]
         # the slots before the restore, so that a checkpoint always holds Adam's moments
         # (also one written by a resume that stops before its first step)
         opt.build(variables)
@@ -425,7 +439,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                     init_from=init_from or (state.get("init_from") if resumed else None),
                     wall_seconds=state["wall_seconds"], total_steps=steps,
                     init_steps=init_steps, init_wall_seconds=init_wall, minutes=minutes,
-                    fresh_parts=fresh_parts, fresh_lr=fresh_lr)
+                    fresh_parts=fresh_parts, fresh_lr=fresh_lr, train_only=train_only)
         if strategy != "one":
             meta.update(strategy=strategy, replicas=replicas, workers=workers,
                         data_split=data_split)
