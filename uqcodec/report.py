@@ -167,7 +167,11 @@ def datasets_png(results, effects=("UQ penalty", "SR gain")):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     table = {name: paper_effects(s["curves"]) for name, s in results}
-    families = sorted({f for e in table.values() for f in e})
+    order = ("linear", "factorized", "hyperprior")  # by flexibility, others after them
+    families = sorted({f for e in table.values() for f, row in e.items()
+                       if any(math.isfinite(row.get(k, math.nan)) for k in effects)},
+                      key=lambda f: (next((i for i, a in enumerate(order)
+                                           if f.startswith(a)), len(order)), f))
     names = [name for name, _ in results]
     fig, axes = plt.subplots(1, len(effects), figsize=(5.2 * len(effects), 3.6), dpi=110,
                              sharey=True, squeeze=False)
