@@ -111,3 +111,58 @@ def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
     assert refined == ([(cards[0]["name"], 7)] if cards[0]["training"] == "sr" else []) + (
         [("+".join(c["name"] for c in sr), 7)] * len(evaluate.EVAL_QUALITIES) if sr else [])
     assert evaluate.curve_name("hyperprior", "sr", "uq", 7) == "hyperprior UN+UQ+SR, refined 7"
+
+
+@pytest.mark.parametrize("training", ["sr", "un"])
+def test_gradients_match_tensorflow(training):
+    """One step's loss and gradients (NumPy + onnxruntime's backward graphs) equal
+    TensorFlow's automatic differentiation of the training model's relaxation, with the
+    same noise: what refinement follows is the training objective."""
+    pytest.importorskip("tensorflow_compression")
+    import math
+    import tensorflow as tf
+    from uqcodec import entropy
+    from uqcodec.refine import Refiner
+    from uqcodec.training.model import CompressionModel
+    cards = [c for c in zoo.variable_models("hyperprior") if c["training"] == training]
+    if not cards:
+        pytest.skip(f"no shipped variable-rate {training} hyperprior")
+    cod = codec.load(cards[0]["path"])
+    rgb = load("kodim19_crop.png")[:128]
+    x, (y, z) = cod.pad(rgb), cod.analyze(rgb)
+    rng = np.random.default_rng(1)
+    ny, nz = rng.uniform(-0.5, 0.5, y.shape), rng.uniform(-0.5, 0.5, z.shape)
+    lam = math.sqrt(math.prod(cod.card["lambda_range"]))
+    log_gain = math.log(entropy.rate_gain(cod.rate_at_lambda(lam)))
+    h, w = 120, 90  # the padded part is left out of the distortion
+    a, a_r = cod.rounding.alpha, cod.rounding.alpha_r
+    loss, g_y, g_z = Refiner(cod.family, None, a, a_r).loss_and_gradients(
+        x, y, z, ny, nz, lam, log_gain, (h, w))
+
+    model = CompressionModel(cod.card)
+    model.load_weights_npz(cards[0]["path"] + "/weights.npz")
+    f32 = lambda v: tf.constant(np.asarray(v, np.float32)[None])  # noqa: E731
+    yt, zt = f32(y), f32(z)
+    with tf.GradientTape() as tape:
+        tape.watch([yt, zt])
+        x_hat, bits_y, bits_z = model.relaxed(yt, zt, a, a_r, noise=(f32(ny), f32(nz)),
+                                              log_gain=tf.constant(log_gain, tf.float32))
+        err = tf.clip_by_value(x_hat[:, :h, :w], 0.0, 1.0) - f32(x)[:, :h, :w]
+        tf_loss = (bits_y + bits_z) / (h * w) + lam * tf.reduce_mean(tf.square(err)) * 255 ** 2
+    want = [v.numpy()[0] for v in tape.gradient(tf_loss, [yt, zt])]
+    assert loss == pytest.approx(float(tf_loss), rel=1e-5)
+    for got, ref in zip((g_y, g_z), want):
+        assert np.linalg.norm(got - ref) < 1e-4 * np.linalg.norm(ref)
+
+
+def test_refinement_needs_no_tensorflow():
+    code = ("import sys, numpy as np, uqcodec; from PIL import Image; "
+            "x = np.asarray(Image.open(sys.argv[1]).convert('RGB'))[:64, :64]; "
+            "d = uqcodec.compress(x, seed=1, refine=2); uqcodec.decompress(d); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    import subprocess
+    import sys
+    from conftest import DATA
+    r = subprocess.run([sys.executable, "-c", code, f"{DATA}/kodim05_crop.png"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

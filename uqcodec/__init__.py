@@ -7,8 +7,8 @@
 Importing it registers the Pillow plugin for .uq files (``pillow_plugin.py``):
 ``PIL.Image.open("photo.uq")``, ``im.save("photo.uq", quality=7)``.
 
-Compression and decompression run without TensorFlow (NumPy and onnxruntime); training,
-``--refine``, evaluation and files of format versions 1 and 2 import it when used.
+Compression, decompression and ``--refine`` run without TensorFlow (NumPy and
+onnxruntime); training, evaluation and files of format versions 1 and 2 import it when used.
 """
 from .errors import CodecError
 from .api import compress, decompress, compress_with_info, read_header

@@ -117,9 +117,6 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     container.check_tile(tile)
     if not 0 <= int(refine or 0) <= MAX_REFINE:
         raise CodecError(f"refine must be 0..{MAX_REFINE} steps")
-    if refine:  # one line naming the extra, before the image is read
-        from .training import _tf
-        _tf.require("--refine")
     rgb, mode, notes = imageio.read_image(image)
     container.check_size(*rgb.shape[:2])
     targets = [t for t in (target_bpp, target_psnr) if t is not None]

@@ -129,7 +129,7 @@ class Codec:
 
     @property
     def refiner(self):
-        """Encoder-side latent refinement for this model (TensorFlow; built on first use)."""
+        """Encoder-side latent refinement for this model (built on first use)."""
         if self._refiner is None:
             if not self.spec.refine:
                 can = [f.name for f in families.all_families() if f.refine]
@@ -137,10 +137,7 @@ class Codec:
                                  f"for {' and '.join(can)} models only")
             if not self.card.get("lambda") and not self.variable:
                 raise CodecError(f"model {self.name} has no lambda in its card: cannot refine")
-            from .training.model import CompressionModel
-            model = CompressionModel(self.card)  # the TensorFlow model, for its gradients
-            model.load_weights_npz(os.path.join(self.path, "weights.npz"))
-            self._refiner = self.spec.refiner_class()(model, self.card.get("lambda"),
+            self._refiner = self.spec.refiner_class()(self.family, self.card.get("lambda"),
                                                       self.rounding.alpha,
                                                       self.rounding.alpha_r)
         return self._refiner

@@ -123,26 +123,32 @@ def threads():
             from None
 
 
+def session(graph, outputs):
+    """(onnxruntime session, run options) of a graph (``Graph.serialize``'s outputs)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    # no busy-waiting between runs: the coding tables use the same cores meanwhile
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if os.environ.get("UQCODEC_ORT_NO_OPT"):  # (tests: other float arithmetic)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(graph.serialize(outputs), opts,
+                                providers=["CPUExecutionProvider"])
+    # each run gives its activations' memory back: a process that holds many models
+    # (uqcodec eval: 20 models, 60 sessions) kept every session's arena at the size of
+    # its largest tile and grew past 20 GB on 1024-wide images
+    run_options = ort.RunOptions()
+    run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return sess, run_options
+
+
 class Transform:
     """One graph, run on HxWxC float32 arrays (a batch of one)."""
 
     def __init__(self, graph, out_channels):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        # no busy-waiting between runs: the coding tables use the same cores meanwhile
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if os.environ.get("UQCODEC_ORT_NO_OPT"):  # (tests: other float arithmetic)
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(graph.serialize(out_channels), opts,
-                                            providers=["CPUExecutionProvider"])
-        # each run gives its activations' memory back: a process that holds many models
-        # (uqcodec eval: 20 models, 60 sessions) kept every session's arena at the size of
-        # its largest tile and grew past 20 GB on 1024-wide images
-        self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.session, self.run_options = session(graph, out_channels)
         self.input = self.session.get_inputs()[0].name
         self.up, self.down, self.halo = _band_geometry(getattr(graph, "geometry", []))
 

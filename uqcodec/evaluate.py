@@ -404,10 +404,10 @@ def run(folder, out, models="all", baselines="jpeg,webp,avif,jxl", paper=False, 
     from .training import _tf
     from .training.data import list_images
     # one line naming the extra, before any work: MS-SSIM and the BD-rates need SciPy,
-    # the gradient-bias table (--paper) and --refine TensorFlow
+    # the gradient-bias table (--paper) TensorFlow
     _tf.require("uqcodec eval", ("scipy",))
-    if paper or refine:
-        _tf.require("uqcodec eval " + ("--paper" if paper else "--refine"))
+    if paper:
+        _tf.require("uqcodec eval --paper")
     report.check_out(out, force)
     if not os.path.isdir(folder):
         raise CodecError(f"{folder}: no such directory")

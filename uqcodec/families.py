@@ -9,7 +9,8 @@ comparing names:
 
 * ``hyper_latent``: the model codes a side latent ``z`` (a hyperprior);
 * ``variable_rate``: one model may be trained for a lambda range (``--lambda LO:HI``);
-* ``refine``: encoder-side refinement of the latents (``refiner``: the TensorFlow class);
+* ``refine``: encoder-side refinement of the latents (``refiner``: its class, built on the
+  family's inference model);
 * ``widen``: a trained model can grow to more channels (``--init-from`` with a larger
   ``--N``/``--M``);
 * ``legacy``: files of format versions 1 and 2 exist for it (``training/legacy.py``).
@@ -101,7 +102,7 @@ register(Family(
     # near unit scale at initialisation, so the unit quantization noise does not drown it
     new_model={"N": 64, "M": 128, "latent_gain": 16.0},
     hyper_latent=True, variable_rate=True, refine=True, widen=True, legacy=True,
-    refiner="uqcodec.training.refine:Refiner"))
+    refiner="uqcodec.refine:Refiner"))
 register(Family(
     "context", "uqcodec.context:ContextHyperprior", "uqcodec.training.context:ContextModel",
     "the hyperprior with channel-group and checkerboard context (exact integer networks)",

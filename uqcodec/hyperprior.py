@@ -54,6 +54,9 @@ class Hyperprior(InferenceModel):
         return E.Transform(g, self.M)
 
     def build_synthesis(self):
+        return E.Transform(self.synthesis_graph(), 3)
+
+    def synthesis_graph(self):
         w, g = self.weights, Graph(self.M)
         if self._gain != 1.0:
             E.scale(g, 1.0 / self._gain)
@@ -63,7 +66,16 @@ class Hyperprior(InferenceModel):
             E.deconv(g, w, "bypass_synthesis/bypass", self.bypass, src="x")
             E.scale(g, BYPASS_OUT_SCALE)
             E.add(g, main, g.last)
-        return E.Transform(g, 3)
+        return g
+
+    def hyper_synthesis_graph(self):
+        """The float32 hyper-synthesis: z_hat -> [mean, log-scale] (2 M channels; the codec
+        uses the integer one, ``intnet.py``; encoder-side refinement this one)."""
+        w, g = self.weights, Graph(self.N)
+        E.deconv(g, w, "hyper_synthesis/deconv0", 2, relu=True)
+        E.deconv(g, w, "hyper_synthesis/deconv1", 2, relu=True)
+        E.conv(g, w, "hyper_synthesis/conv2", 1)
+        return g
 
     @functools.cached_property
     def hyper_analysis(self):

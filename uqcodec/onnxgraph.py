@@ -60,14 +60,22 @@ def _value_info(name, channels):
 
 
 class Graph:
-    """A straight-line graph from one NCHW input to one output."""
+    """A straight-line graph from an NCHW input ``x`` (more with ``input``) to one output
+    (or several: ``serialize``)."""
 
     def __init__(self, in_channels, name="transform"):
         self.name = name
         self.nodes, self.inits = [], []
+        self.ops = []  # (op, inputs, output, attributes) of every node (``gradients.py``)
+        self.arrays = {}  # the initializers' values by name
         self.inputs = [("x", in_channels)]
         self._n = 0
         self.last = "x"
+
+    def input(self, name, channels):
+        """Another NCHW float32 input."""
+        self.inputs.append((name, channels))
+        return name
 
     def _tmp(self, prefix):
         self._n += 1
@@ -76,10 +84,12 @@ class Graph:
     def const(self, array, prefix="c"):
         name = self._tmp(prefix)
         self.inits.append(_tensor(name, array))
+        self.arrays[name] = np.asarray(array, np.float32)
         return name
 
     def node(self, op, inputs, **attrs):
         out = self._tmp(op.lower())
+        self.ops.append((op, list(inputs), out, attrs))
         self.nodes.append(b"".join(_bytes(1, i) for i in inputs) + _bytes(2, out)
                           + _bytes(3, out) + _bytes(4, op)
                           + b"".join(_bytes(5, _attribute(k, v)) for k, v in attrs.items()))
@@ -87,10 +97,14 @@ class Graph:
         return out
 
     def serialize(self, out_channels):
+        """``out_channels``: the channels of the last node, the one output; or a list of
+        (node, channels), the outputs."""
+        outputs = ([(self.last, out_channels)] if isinstance(out_channels, int)
+                   else out_channels)
         graph = (b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)
                  + b"".join(_bytes(5, t) for t in self.inits)
                  + b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
-                 + _bytes(12, _value_info(self.last, out_channels)))
+                 + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
         opset = _bytes(1, "") + _int(2, OPSET)
         return _int(1, 7) + _bytes(2, "uqcodec") + _bytes(7, graph) + _bytes(8, opset)
 

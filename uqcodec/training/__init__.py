@@ -1,4 +1,4 @@
-"""Everything that needs TensorFlow: training, export, encoder-side refinement and the
+"""Everything that needs TensorFlow: training, export and the
 decoder of version-1/2 files. Importing ``uqcodec`` for compression and decompression
 never imports this package (``uqcodec/codec.py`` and the family modules run on
 NumPy and onnxruntime).
@@ -9,6 +9,5 @@ NumPy and onnxruntime).
   ``widen.py``: growing a hyperprior for warm starts;
 * ``data.py``: training crops; ``train.py``: the training loop; ``export.py``: a
   trained model -> a model directory (weights, coding tables, card);
-* ``refine.py``: ``--refine`` (gradient steps on one image's latents);
 * ``legacy.py``: the TensorFlow pipeline of version-1/2 files.
 """

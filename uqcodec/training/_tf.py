@@ -14,7 +14,7 @@ INSTALL = "pip install 'uqcodec[train]'"
 
 
 def missing_message(what, module):
-    """One line: ``what`` ("training", "--refine", ...) needs ``module`` of the train
+    """One line: ``what`` ("training", "uqcodec eval", ...) needs ``module`` of the train
     extra, which is not installed. The extra's TensorFlow 2.14 exists for Python 3.11
     only (pyproject.toml's markers): on a later Python the message says that instead of
     an install command that would install nothing."""
