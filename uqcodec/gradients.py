@@ -14,10 +14,10 @@ The ops the engine's transforms use, each with its rule:
   convolutions + ``DepthToSpace``): the convolution of the gradient with the kernel
   flipped in space and transposed in channels, padded by ``K - 1 - pad`` on each side;
 * ``DepthToSpace`` (DCR): ``SpaceToDepth``, its inverse and adjoint (a permutation);
-  after a stride-1 convolution (a transposed convolution as the engine runs it) the two
-  rules fold into one strided convolution over the fine grid, the transposed
-  convolution's own adjoint (``_subpixel_input_gradient``: fewer products than the
-  convolution with the sub-pixel kernel, whose taps include zeros);
+* a composite layer the graph lists in ``g.adjoints`` (the engine's transposed
+  convolutions: a stride-1 convolution over every output phase and ``DepthToSpace``): the convolution it
+  names, from the layer's output straight to its input (a transposed convolution's
+  adjoint is the strided convolution with the same kernel);
 * ``Relu``: the gradient where the output is positive (``Sign`` of the output);
 * ``Abs``: times ``Sign`` of the input;
 * ``Add``, ``Mul``, ``Div`` (of two nodes, or of a node and a scalar constant).
@@ -39,35 +39,6 @@ def _conv_input_gradient(g, grad, weight, attrs):
     return g.node("Conv", [grad, g.const(flipped)], strides=[1, 1], pads=back)
 
 
-def _subpixel_input_gradient(g, grad, weight, attrs, s):
-    """The gradient at the input of Conv (stride 1, kernel W (s*s*C, in, K, K), pads
-    [pt, pl, ...]) + DepthToSpace(s, DCR), as one convolution of stride s: output row
-    ``s i + r`` of channel ``co`` is ``sum X[i + a - pt] W[(r s + c) C + co, :, a]``, so
-    the input's gradient at ``m`` sums ``G[s m + U - P]`` with ``U = s (K - 1 - a) + r``
-    and ``P = s (K - 1 - pt)``. None where that needs negative padding."""
-    w = g.arrays[weight]
-    q, cin, K, _ = w.shape
-    C = q // (s * s)
-    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
-    if (pt, pb) != (pl, pr) or attrs.get("group", 1) != 1 or attrs.get("strides", [1, 1]) != [1, 1]:
-        return None
-    k2 = np.zeros((cin, C, s * K, s * K), np.float32)
-    for r in range(s):
-        for c in range(s):
-            block = w[(r * s + c) * C:(r * s + c + 1) * C]  # (C, in, K, K)
-            k2[:, :, s * (K - 1) + r::-s, s * (K - 1) + c::-s] = block.transpose(1, 0, 2, 3)
-    P = s * (K - 1 - pt)
-    E = s * K - s - P
-    used = np.flatnonzero(np.abs(k2).sum(axis=(0, 1, 3)) + np.abs(k2).sum(axis=(0, 1, 2)))
-    lo, hi = (int(used[0]), int(used[-1])) if len(used) else (0, s * K - 1)
-    lo, hi = min(lo, P), max(hi, s * K - 1 - E)  # trim zero borders, padding stays >= 0
-    k2, P, E = k2[:, :, lo:hi + 1, lo:hi + 1], P - lo, E - (s * K - 1 - hi)
-    if min(P, E) < 0:
-        return None
-    return g.node("Conv", [grad, g.const(np.ascontiguousarray(k2))], strides=[s, s],
-                  pads=[P, P, E, E])
-
-
 def _is_const(g, name):
     return name in g.arrays
 
@@ -83,22 +54,15 @@ def backward(g, seed, of, wrt="x"):
         grad = grad()
         grads[name] = g.node("Add", [grads[name], grad]) if name in grads else grad
 
-    producer = {out: (op, inputs, attrs) for op, inputs, out, attrs in g.ops}
-    consumers = {}
-    for _, inputs, _, _ in g.ops:
-        for i in inputs:
-            consumers[i] = consumers.get(i, 0) + 1
     for op, inputs, out, attrs in reversed(list(g.ops)):
         if out not in grads:
             continue
         d = grads.pop(out)
-        before = producer.get(inputs[0], (None,))
-        if (op == "DepthToSpace" and before[0] == "Conv" and consumers[inputs[0]] == 1
-                and inputs[0] != of):
-            fused = _subpixel_input_gradient(g, d, before[1][1], before[2], attrs["blocksize"])
-            if fused is not None:  # the Conv before it gets no gradient of its own
-                give(before[1][0], lambda: fused)
-                continue
+        if out in g.adjoints:  # the nodes inside the layer get no gradients of their own
+            x, weight, stride, pads = g.adjoints[out]
+            give(x, lambda: g.node("Conv", [d, g.const(weight)], strides=[stride, stride],
+                                   pads=pads))
+            continue
         if op == "Conv":
             give(inputs[0], lambda: _conv_input_gradient(g, d, inputs[1], attrs))
         elif op == "DepthToSpace":

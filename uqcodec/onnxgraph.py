@@ -68,6 +68,9 @@ class Graph:
         self.nodes, self.inits = [], []
         self.ops = []  # (op, inputs, output, attributes) of every node (``gradients.py``)
         self.arrays = {}  # the initializers' values by name
+        # {node: (input, weight, stride, pads)}: a composite layer whose gradient at input
+        # is Conv(gradient at node, weight, stride, pads) (``engine.deconv``)
+        self.adjoints = {}
         self.inputs = [("x", in_channels)]
         self._n = 0
         self.last = "x"
