@@ -122,8 +122,7 @@ class _FamilyName(click.ParamType):
               metavar="STEPS",
               help="Encoder-side optimization of the latents for each image (hyperprior "
                    "models): smaller files at the same quality, same decoder. A step "
-                   "takes about 0.3 s (N=64) to 0.6 s (N=96) for a 768x512 image on one "
-                   "core; 50 is a good value.")
+                   "takes about 1 s for a 768x512 image on one core; 50 is a good value.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64),
               help="Worker processes for several files (default: 2, or 1 on one CPU).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
