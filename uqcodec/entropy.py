@@ -127,6 +127,7 @@ class FactorizedCoder:
         # One (LEVELS+1, S_c) array per channel.
         self.tables = [np.ascontiguousarray(probs[offsets[c]:offsets[c + 1]].T)
                        for c in range(len(self.lo))]
+        self._sums = None  # each table row's sum (``bits``)
         self.model = constriction.stream.model.Categorical(perfect=False)
 
     @property
@@ -161,11 +162,12 @@ class FactorizedCoder:
         C = self.channels
         k = k.reshape(-1, C)
         rows = rows.reshape(-1, C)
+        if self._sums is None:
+            self._sums = [t.sum(axis=1) for t in self.tables]
         total = 0.0
         for c in range(C):
-            t = self.tables[c][rows[:, c]]
             s = np.clip(k[:, c], self.lo[c], self.hi[c]) - self.lo[c]
-            p = t[np.arange(len(s)), s] / t.sum(axis=1)
+            p = self.tables[c][rows[:, c], s] / self._sums[c][rows[:, c]]
             total += float(-np.log2(np.maximum(p, 1e-30)).sum())
         return total
 
