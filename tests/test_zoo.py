@@ -83,3 +83,23 @@ def test_carried_runs_are_in_the_repository():
         with open(os.path.join(run, "train.json")) as f:
             assert json.load(f)["steps"] == int(step.replace(",", "")), name
         assert os.path.getsize(os.path.join(run, "weights.npz")) > 0
+
+
+def test_a_model_missing_weights_fails_in_one_line(tmp_path):
+    """Models load lazily (a rate set loads all its models to choose one), so a weight
+    missing from a model directory is found at first use: a CodecError naming it."""
+    import shutil
+    import numpy as np
+    import uqcodec
+    from conftest import load
+    cards = zoo.default_variable()
+    if not cards:
+        pytest.skip("no shipped variable-rate models")
+    src = cards[0]["path"]
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    w = dict(np.load(broken / "weights.npz"))
+    del w["hyper_synthesis/conv2/kernel"]
+    np.savez(broken / "weights.npz", **w)
+    with pytest.raises(uqcodec.CodecError, match="incomplete.*hyper_synthesis/conv2/kernel"):
+        uqcodec.compress(load("kodim05_crop.png"), model=str(broken))

@@ -26,9 +26,19 @@ class InferenceModel:
 
     def __init__(self, weights, tables, card, rounding):
         self.weights, self.card, self.rounding = weights, card, rounding
+        self.tables = tables
         knots = weights.get("rate/log_gain")
         self.rate_knots = None if knots is None else knots.astype(np.float64) * RATE_KNOT_SCALE
-        self.latent_codec = self.make_latent_codec(weights, tables, card, rounding)
+
+    @functools.cached_property
+    def latent_codec(self):
+        """Built on first use: a rate set loads all its models to choose one, and a
+        model's integer networks take about 0.1 s to derive."""
+        try:
+            return self.make_latent_codec(self.weights, self.tables, self.card, self.rounding)
+        except KeyError as e:
+            from .errors import CodecError
+            raise CodecError(f"the model's files are incomplete (no {e})") from None
 
     # --- what a family defines -------------------------------------------------------
     def make_latent_codec(self, weights, tables, card, rounding):
