@@ -18,6 +18,7 @@ Version-1/2 files (written before the exact entropy path) are decoded by
 ``training/legacy.py``, which imports TensorFlow: they decode where they were written.
 """
 import atexit
+import functools
 import hashlib
 import io
 import json
@@ -110,8 +111,7 @@ class Codec:
         self.arch = self.spec.name
         # the model sees only the card fields the fingerprint covers
         coding = coding_card(self.card)
-        self.fingerprint = model_fingerprint(weights, tables, coding)  # version 4
-        self.fingerprint_v3 = fingerprint(wbytes)  # versions 1-3: the weights file only
+        self._fingerprint_of = (wbytes, weights, tables, coding)
         self.rounding = Q.Rounding.of(coding)
         self.family = self.spec.inference_class()(weights, tables, coding, self.rounding)
         self.multiple = self.family.multiple
@@ -119,6 +119,18 @@ class Codec:
         self._legacy = self._refiner = None
 
     # --- helpers ---------------------------------------------------------------
+    @functools.cached_property
+    def fingerprint(self):
+        """Version 4: a hash of the weights, the tables and the card's coding fields
+        (computed on first use: a rate set loads models it does not use)."""
+        _, weights, tables, coding = self._fingerprint_of
+        return model_fingerprint(weights, tables, coding)
+
+    @functools.cached_property
+    def fingerprint_v3(self):
+        """Versions 1-3: the weights file only."""
+        return fingerprint(self._fingerprint_of[0])
+
     @property
     def legacy(self):
         """The TensorFlow decoder of version-1/2 files (loaded on first use)."""
