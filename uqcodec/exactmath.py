@@ -103,7 +103,9 @@ def atanh(x):
 
 
 @_blocked
-def erfc(x):
+def erfc(x, fast=False):
+    """``fast``: NumPy's own exp instead of ``exp`` (not the same bits everywhere: for
+    work that needs no exact values, such as encoder-side refinement)."""
     x = np.asarray(x, np.float64)
     z = np.abs(x)
     t = 1.0 / (1.0 + 0.5 * z)
@@ -112,7 +114,7 @@ def erfc(x):
         poly *= t
         poly += c
     poly -= z * z
-    ans = exp(poly, terms=9)  # the fit's own error is 1.2e-7
+    ans = np.exp(poly) if fast else exp(poly, terms=9)  # the fit's own error is 1.2e-7
     ans *= t
     return np.where(x >= 0.0, ans, 2.0 - ans)
 

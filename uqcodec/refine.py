@@ -40,8 +40,7 @@ import math
 
 import numpy as np
 
-from . import engine as E, gradients
-from .exactmath import _ERFC
+from . import engine as E, exactmath, gradients
 from .constants import LOG_SCALE_MIN, MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
@@ -86,17 +85,9 @@ def bin_edges(v, alpha):
 
 
 def _ndtr(t):
-    """P(N(0, 1) < t): the fit of ``exactmath.erfc`` (1.2e-7 relative) with NumPy's own exp
-    (refinement needs no bit-exact rates, only fast ones)."""
-    z = np.abs(t) * _SQRT_HALF
-    u = 1.0 / (1.0 + 0.5 * z)
-    poly = np.full_like(u, _ERFC[-1])
-    for c in _ERFC[-2::-1]:
-        poly *= u
-        poly += c
-    poly -= z * z
-    tail = 0.5 * u * np.exp(poly)  # P(N(0, 1) < -|t|)
-    return np.where(t < 0.0, tail, 1.0 - tail)
+    """P(N(0, 1) < t) with ``exactmath``'s erfc fit on NumPy's exp (refinement needs no
+    bit-exact rates, only fast ones)."""
+    return 0.5 * exactmath.erfc(-np.asarray(t, np.float64) * _SQRT_HALF, fast=True)
 
 
 # --- the two priors: bin probabilities and their derivatives ----------------------
