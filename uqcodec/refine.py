@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from . import engine as E, exactmath, gradients
+from . import engine as E, exactmath, gradients, quantization as Q
 from .constants import LOG_SCALE_MIN, MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
@@ -51,13 +51,10 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-# --- soft rounding and its derivative (tfc.ops' definitions, float64) -------------
+# --- soft rounding (quantization.py's, on NumPy's own tanh) and its derivative -------
 
 def soft_round(x, alpha):
-    if alpha is None:
-        return x
-    m = np.floor(x) + 0.5
-    return m + np.tanh(alpha * (x - m)) / (2.0 * math.tanh(alpha / 2.0))
+    return Q.soft_round(x, alpha, Q.NumpyMath)
 
 
 def soft_round_derivative(x, alpha):
@@ -68,11 +65,8 @@ def soft_round_derivative(x, alpha):
 
 
 def soft_round_inverse(y, alpha):
-    if alpha is None:
-        return y
-    m = np.floor(y) + 0.5
-    s = np.clip((y - m) * (2.0 * math.tanh(alpha / 2.0)), -1.0 + 1e-12, 1.0 - 1e-12)
-    return m + np.clip(np.arctanh(s) / alpha, -0.5, 0.5)
+    with np.errstate(divide="ignore"):  # atanh(+-1) = +-inf, clipped to +-1/2
+        return Q.soft_round_inverse(y, alpha, Q.NumpyMath)
 
 
 def conditional_mean(v, alpha):
