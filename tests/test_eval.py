@@ -8,7 +8,7 @@ import pytest
 
 from conftest import DATA, run_cli
 from test_cli import one_line_error
-from uqcodec import evaluate
+from uqcodec import evaluate, zoo
 
 ENV = {"UQCODEC_THREADS": "1"}
 
@@ -301,3 +301,25 @@ def test_several_folders_summary_and_resume(tmp_path):
     assert before == {d: os.path.getmtime(out / d / "per_image.csv") for d in before}
     one_line_error(run_cli(*args, "--seed", "7", env=ENV))
     one_line_error(run_cli("eval", dirs[0], dirs[0], "--out", str(tmp_path / "twice"), env=ENV))
+
+
+def test_a_default_codec_that_mixes_families_is_a_curve_of_its_own(tmp_path, monkeypatch):
+    """models/default.json may take each range's model from another family; eval then
+    measures that codec as one rate set beside each family's own (not with --paper)."""
+    for name, arch, rng in (("hp-lo", "hyperprior", [0.0004, 0.01]),
+                            ("hp-hi", "hyperprior", [0.008, 0.25]),
+                            ("ctx-lo", "context", [0.0004, 0.01])):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "model.json").write_text(json.dumps(
+            {"name": name, "arch": arch, "training": "sr", "lambda": None, "lambda_range": rng}))
+    monkeypatch.setenv("UQCODEC_MODELS", str(tmp_path))
+    sets = lambda paper: sorted({(c["name"], c["arch"]) for c, _, _, _ in evaluate.plan(
+        zoo.list_models(), paper=paper)})
+    assert sets(False) == [("ctx-lo", "context"), ("hp-lo+hp-hi", "hyperprior")]
+    (tmp_path / "default.json").write_text(json.dumps({"default": ["ctx-lo", "hp-hi"]}))
+    assert sets(False) == [("ctx-lo", "context"), ("ctx-lo+hp-hi", "context+hyperprior"),
+                           ("hp-lo+hp-hi", "hyperprior")]
+    assert ("ctx-lo+hp-hi", "context+hyperprior") not in sets(True)
+    only = {(c["name"], c["arch"]) for c, _, _, _ in evaluate.plan(
+        evaluate.select_models("default"))}
+    assert only == {("ctx-lo+hp-hi", "context+hyperprior")}  # --models default

@@ -102,7 +102,7 @@ def test_cli_refine(tmp_path):
 
 
 def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
-    sr = sorted(zoo.default_variable(), key=lambda c: c["lambda_range"][0])
+    sr = sorted(zoo.variable_set("hyperprior"), key=lambda c: c["lambda_range"][0])
     cards = [zoo.read_card(zoo.resolve(shipped(a))) for a in ("hyperprior", "linear")] + sr
     settings = evaluate.plan(cards, refine=7)
     # only the sr hyperprior models are refined: the variable-rate ones as one rate set,

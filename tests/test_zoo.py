@@ -103,3 +103,27 @@ def test_a_model_missing_weights_fails_in_one_line(tmp_path):
     np.savez(broken / "weights.npz", **w)
     with pytest.raises(uqcodec.CodecError, match="incomplete.*hyper_synthesis/conv2/kernel"):
         uqcodec.compress(load("kodim05_crop.png"), model=str(broken))
+
+
+def test_default_json_names_the_default_codec_across_families(models):
+    """models/default.json makes the best model of each range the default codec, whatever
+    its family; --refine falls back to the default family's set when a named model's
+    family has no refiner; a missing model falls back too; a broken file is a CodecError."""
+    for name, arch, rng in (("hpv-sr", "hyperprior", [0.0004, 0.01]),
+                            ("hpv-sr-hi", "hyperprior", [0.008, 0.25]),
+                            ("ctx-sr", "context", [0.0004, 0.01])):
+        os.makedirs(models / name)
+        (models / name / "model.json").write_text(json.dumps(
+            {"name": name, "arch": arch, "training": "sr", "lambda": None, "lambda_range": rng}))
+    assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]  # no file
+    (models / "default.json").write_text(json.dumps({"default": ["ctx-sr", "hpv-sr-hi"]}))
+    assert names(zoo.default_variable()) == ["ctx-sr", "hpv-sr-hi"]
+    assert zoo.default_model()["name"] == "hpv-sr-hi"
+    assert zoo.default_model("hyperprior")["name"] == "hpv-sr-hi"
+    assert sorted(names(zoo.default_variable(refine=True))) == ["hpv-sr", "hpv-sr-hi"]
+    assert sorted(names(zoo.variable_set())) == ["hpv-sr", "hpv-sr-hi"]  # the family's own
+    (models / "default.json").write_text(json.dumps({"default": ["ctx-sr", "gone"]}))
+    assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]
+    (models / "default.json").write_text("{not json")
+    with pytest.raises(CodecError, match="not a list of default models"):
+        zoo.default_variable()

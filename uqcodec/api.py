@@ -75,7 +75,7 @@ def _as_set(model):
     return model
 
 
-def _choose(model, quality):
+def _choose(model, quality, refine=0):
     """A ``rateset.RateSet``: without a model, the default family's variable-rate models
     as one rate set, else (none ship) the model of its fixed-rate ladder that ``quality``
     1..N picks; ``model``: a model (a variable-rate model is a rate set of its own, a
@@ -85,7 +85,7 @@ def _choose(model, quality):
     from .rateset import RateSet
     model = _as_set(model)
     if model is None:
-        cards = zoo.default_variable()
+        cards = zoo.default_variable(refine=bool(refine))
         if cards:
             return RateSet([codec.load(c["path"]) for c in cards]), quality
         if quality is not None and float(quality) != int(quality):
@@ -122,7 +122,7 @@ def compress_with_info(image, model=None, seed=None, quantizer="uq", quality=Non
     targets = [t for t in (target_bpp, target_psnr) if t is not None]
     if len(targets) + (quality is not None) > 1:
         raise CodecError("give one of --quality, --target-bpp and --target-psnr")
-    chosen, quality = _choose(model, quality)
+    chosen, quality = _choose(model, quality, refine)
     if targets:
         if refine:
             raise CodecError("--target-bpp/--target-psnr do not combine with --refine yet")

@@ -121,8 +121,10 @@ class _FamilyName(click.ParamType):
 @click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Encoder-side optimization of the latents for each image (hyperprior "
-                   "models): smaller files at the same quality, same decoder. A step "
-                   "takes about 1 s for a 768x512 image on one core; 50 is a good value.")
+                   "models; without --model, the mean & scale set, as the context family "
+                   "has no refiner yet): smaller files at the same quality, same decoder. "
+                   "A step takes about 1 s for a 768x512 image on one core; 50 is a good "
+                   "value.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64),
               help="Worker processes for several files (default: 2, or 1 on one CPU).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
@@ -479,8 +481,10 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_l
                    "from a run "
                    "with the same models and settings is kept, so an interrupted run "
                    "resumes.")
-@click.option("--models", default="all", show_default=True, metavar="all|none|NAME,...",
-              help="Models to measure (names or model directories), all shipped ones, or none.")
+@click.option("--models", default="all", show_default=True,
+              metavar="all|default|none|NAME,...",
+              help="Models to measure (names or model directories), all shipped ones, the "
+                   "default codec's (one curve), or none.")
 @click.option("--baselines", default="jpeg,webp,avif,jxl", show_default=True,
               metavar="jpeg,webp,avif,jxl|none",
               help="Classic codecs measured in the same run at a quality sweep; one that "

@@ -54,10 +54,13 @@ def curve_name(arch, training, quantizer, refine=0, variable=False):
 
 
 def select_models(spec):
-    """'all' | 'none' | 'NAME,NAME|DIR,...' -> model cards."""
+    """'all' | 'none' | 'default' (the default codec's models) | 'NAME,NAME|DIR,...' ->
+    model cards."""
     spec = (spec or "all").strip()
     if spec == "all":
         return zoo.list_models()
+    if spec == "default":
+        return zoo.default_variable() or [zoo.default_model()]
     if spec == "none":
         return []
     return [zoo.read_card(zoo.resolve(n.strip())) for n in spec.split(",") if n.strip()]
@@ -73,7 +76,10 @@ def plan(cards, paper=False, refine=0):
     UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q meet at matched points: the lambdas of
     EVAL_QUALITIES over the union of the family's ranges that fall in the set's range,
     the set's own two ends, and the lambda of each fixed-rate model of the family in its
-    range."""
+    range. A default codec that mixes families (``zoo.default_variable``: the best model of
+    each range) is one more rate set (without ``paper``) when all its models are among
+    ``cards`` (the only one when they are all the variable-rate ``cards``: ``--models
+    default``), its curve named after its families ("context+hyperprior UN+UQ+SR")."""
     from .rates import quality_lambda, set_quality
     fixed = [c for c in cards if not c.get("lambda_range")]
     sets = {}
@@ -81,6 +87,13 @@ def plan(cards, paper=False, refine=0):
         if c.get("lambda_range"):
             sets.setdefault((c.get("arch"), c.get("training")), []).append(c)
     cards = fixed + [_set_card(s) for s in sets.values()]
+    default = zoo.default_variable()  # the default codec, when it mixes families: a set too
+    given = {c["path"] for s in sets.values() for c in s}
+    if (not paper and len({c.get("arch") for c in default}) > 1
+            and all(c["path"] in given for c in default)):
+        if given == {c["path"] for c in default}:  # --models default: that codec alone
+            cards = fixed
+        cards.append(_set_card(default))
     span = {}  # family -> the union of its variable-rate sets' lambda ranges
     for c in cards:
         if c.get("lambda_range"):
@@ -129,7 +142,8 @@ def _set_card(cards):
         return cards[0]
     edges = set_edges([c["lambda_range"] for c in cards])
     return {"name": "+".join(c["name"] for c in cards), "path": tuple(c["path"] for c in cards),
-            "arch": cards[0].get("arch"), "training": cards[0].get("training"),
+            "arch": "+".join(dict.fromkeys(c.get("arch") for c in cards)),  # the default
+            "training": cards[0].get("training"),                            # codec's mix
             "lambda_range": [edges[0], edges[-1]],
             "steps": max(c.get("steps") or 0 for c in cards)}
 

@@ -5,11 +5,17 @@ A model is a directory with ``model.json`` (the model card and config),
 coding tables, computed at export). Shipped models live in ``models/`` at the
 repository root, installed as ``uqcodec/_models`` (override with the UQCODEC_MODELS
 environment variable).
+
+The default codec is the variable-rate set of the default family, unless the models
+folder's ``default.json`` names its models: then the best measured model of each lambda
+range, whatever its family (a newer family can serve the low rates while the older one
+serves the rest; the models it replaced stay installed for old files and comparisons).
 """
 import json
 import os
 
 from .errors import CodecError
+from . import families
 from .families import DEFAULT as DEFAULT_ARCH
 
 
@@ -81,19 +87,50 @@ def variable_set(arch=DEFAULT_ARCH):
     return sr or cards
 
 
-def default_variable():
-    """The default codec when it ships: ``variable_set()`` of the default family (a fixed-
-    rate ladder is then reached by name only); [] when the family ships no variable-rate
-    models, and the middle of the ladder is the default."""
+DEFAULT_FILE = "default.json"  # in the models folder: {"default": [names], "why": "..."}
+
+
+def default_names():
+    """The model names that the models folder's ``default.json`` makes the default codec
+    (variable-rate models, possibly of several families, that together cover one lambda
+    range: the best measured model of each range), or None (no such file)."""
+    path = os.path.join(models_dir(), DEFAULT_FILE)
+    try:
+        with open(path) as f:
+            names = json.load(f)["default"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CodecError(f"{path}: not a list of default models") from None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise CodecError(f"{path}: not a list of default models")
+    return names
+
+
+def default_variable(refine=False):
+    """The default codec when it ships: the models ``default.json`` names when all of them
+    are installed, else ``variable_set()`` of the default family (a fixed-rate ladder is
+    then reached by name only); [] when neither ships, and the middle of the ladder is
+    the default. ``refine``: the codec of encoder-side refinement (``--refine``), the
+    default family's set when a named model's family has no refiner."""
+    names = default_names()
+    if names:
+        cards = {c["name"]: c for c in variable_models()}
+        if all(n in cards for n in names):
+            chosen = [cards[n] for n in names]
+            if not refine or all(families.get(c.get("arch")).refine for c in chosen):
+                return chosen
     return variable_set()
 
 
 def default_model(arch=None):
-    """The card of the model that codes the family's default quality: the member of its
-    variable-rate set that serves ``rates.DEFAULT_QUALITY``, else the middle of its
-    fixed-rate ladder (None: the family ships no model)."""
+    """The card of the model that codes the default quality: the member of the default
+    codec (``arch``: of the family's variable-rate set) that serves
+    ``rates.DEFAULT_QUALITY``, else the middle of the fixed-rate ladder (None: the family
+    ships no model)."""
     from .rates import DEFAULT_QUALITY, quality_lambda, set_edges, set_member
-    cards = sorted(variable_set(arch or DEFAULT_ARCH), key=lambda c: c["lambda_range"][0])
+    cards = sorted(variable_set(arch) if arch else default_variable(),
+                   key=lambda c: c["lambda_range"][0])
     if not cards:
         return middle(arch)
     edges = set_edges([c["lambda_range"] for c in cards])
