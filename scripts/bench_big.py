@@ -71,7 +71,7 @@ def run(args, threads):
 def big_table(sizes, tile, model, threads):
     imgs = sources()
     print(f"model {model or 'default'}, tile {tile}, UQCODEC_THREADS={threads or 'default'}; "
-          "time includes process start, TensorFlow import and PNG I/O")
+          "time includes process start, model load and PNG I/O")
     print(f"| {'image':>11s} | {'MP':>5s} | {'bpp':>6s} | {'compress s':>10s} | {'s/MP':>5s} | "
           f"{'peak RSS':>8s} | {'decompress s':>12s} | {'s/MP':>5s} | {'peak RSS':>8s} |")
     print("|" + "|".join("-" * n for n in (13, 7, 8, 12, 7, 10, 14, 7, 10)) + "|")

@@ -4,8 +4,8 @@
 For the default model of each family (or --models) on the images of --images
 (default: Kodak):
 
-* whole-process CLI ``uqcodec compress`` / ``decompress`` of one image: median of
-  --runs processes (start-up, model load, PNG and .uq I/O included) and peak RSS;
+* whole-process CLI ``uqcodec compress`` / ``decompress`` of one image, the default
+  codec at each of --qualities and each model at its own rate: median of --runs processes (start-up, model load, PNG and .uq I/O included) and peak RSS;
   Pillow WebP (method 6) as a whole process, the same way;
 * warm API compress + decompress per image (mean over --limit images), split into
   transforms (the inference engine) and the rest, and the same work on the
@@ -22,7 +22,7 @@ For the default model of each family (or --models) on the images of --images
 (e.g. ``git worktree add /tmp/old v0.8``), same images, same run.
 
     python scripts/bench_speed.py [--images DIR] [--limit 4] [--runs 5] [--models A,B]
-                                  [--baseline DIR]
+                                  [--qualities 2,5,8] [--baseline DIR]
 """
 import argparse
 import os
@@ -87,6 +87,21 @@ def warm_api(name, files, legacy=False):
         data, _ = c.encode(rgb, i)
         c.decode(*container.unpack(data))
     return (time.perf_counter() - t) / len(rgbs), c.transform_seconds / len(rgbs)
+
+
+def warm_default(path, runs=5):
+    """Median seconds of a warm ``uqcodec.compress`` + ``decompress`` of one image with the
+    default codec at the default quality (the public API, as a program would call it)."""
+    import uqcodec
+    from uqcodec import imageio
+    rgb = imageio.read_image(path)[0]
+    uqcodec.decompress(uqcodec.compress(rgb, seed=1))  # warm up
+    times = []
+    for i in range(runs):
+        t = time.perf_counter()
+        uqcodec.decompress(uqcodec.compress(rgb, seed=i))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def gemm_rate(n_threads, size=1536, reps=5):
@@ -177,7 +192,7 @@ def stage_profile(name, files):
     to more than the wall time)."""
     from uqcodec import codec, container, entropy, imageio, intnet, zoo
     with FlopCounter():
-        c = codec.load(zoo.resolve(name))
+        c = codec.Codec(zoo.resolve(name))  # not the cached one: its transforms are built here
         graphs = {"analysis": c.family.analysis, "synthesis": c.family.synthesis}
         hyper = getattr(c.family, "hyper_analysis", None)
         if hasattr(hyper, "flop_layers"):
@@ -281,6 +296,11 @@ def main():
     ap.add_argument("--limit", type=int, default=4, help="images for the warm API timings")
     ap.add_argument("--runs", type=int, default=5, help="processes per CLI median")
     ap.add_argument("--models", help="comma-separated (default: each family's default)")
+    ap.add_argument("--qualities", default="2,5,8",
+                    help="comma-separated qualities of the default codec for the whole-process "
+                         "rows ('' for none)")
+    ap.add_argument("--warm-image", default="kodim23",
+                    help="image of the warm default-quality API timing")
     ap.add_argument("--baseline", help="an older uqcodec checkout to compare with")
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--no-legacy", action="store_true", help="skip the TensorFlow path")
@@ -306,8 +326,17 @@ def main():
                                   if args.baseline else [])
     print("\n| whole process (one image) | compress s | decompress s | peak RSS MiB |")
     print("|---|---|---|---|")
+    qualities = [q for q in args.qualities.split(",") if q]
     for label, root in roots:
         cmd, e = cli(root, env)
+        for q in qualities if label == "uqcodec" else []:  # the default codec
+            uq = os.path.join(tmp, "q.uq")
+            ce, re_ = median_process(cmd + ["compress", img, "-o", uq, "--quality", q,
+                                            "--force"], e, args.runs)
+            cd, rd = median_process(cmd + ["decompress", uq, "-o", os.path.join(tmp, "q.png"),
+                                           "--force"], e, args.runs)
+            print(f"| {label} default codec, quality {q} | {ce:.2f} | {cd:.2f} | "
+                  f"{max(re_, rd):.0f} |", flush=True)
         for name in names:
             uq = os.path.join(tmp, "b.uq")
             ce, re_ = median_process(cmd + ["compress", img, "-o", uq, "--model", name,
@@ -320,6 +349,10 @@ def main():
     print(f"| Pillow WebP q75 m6 (encode + decode) | {w:.2f} | | {rw:.0f} |")
 
     some = files[:args.limit]
+    warm = [f for f in files if os.path.basename(f).startswith(args.warm_image)]
+    if warm:
+        print(f"\nwarm API compress + decompress of {os.path.basename(warm[0])}, default "
+              f"codec and quality, median of {args.runs}: {warm_default(warm[0], args.runs):.3f} s")
     print(f"\n| warm API, per image ({len(some)} images) | compress + decompress s | "
           "of which transforms |")
     print("|---|---|---|")

@@ -27,8 +27,9 @@ def main():
         rr = (f"{c['kodak_refined_bpp']:.4f} / {c['kodak_refined_psnr']:.2f}"
               if c.get("kodak_refined_bpp") else "")
         size = (f"N{c.get('N')}/M{c.get('M')}" + (" + bypass" if c.get("bypass") else "")
-                if c.get("arch") == "hyperprior"
-                else f"M{c.get('M')}, {c.get('kernel')}x{c.get('kernel')}/{c.get('stride')}")
+                + (f", groups {'/'.join(map(str, c['groups']))}" if c.get("groups") else "")
+                if c.get("N") else
+                f"M{c.get('M')}, {c.get('kernel')}x{c.get('kernel')}/{c.get('stride')}")
         pts = c.get("kodak_points")  # a variable-rate model: quality 0 / 5 / 10
         if c.get("lambda_range"):
             lam = "{:g}-{:g}".format(*c["lambda_range"])
