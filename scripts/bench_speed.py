@@ -5,7 +5,8 @@ For the default model of each family (or --models) on the images of --images
 (default: Kodak):
 
 * whole-process CLI ``uqcodec compress`` / ``decompress`` of one image, the default
-  codec at each of --qualities and each model at its own rate: median of --runs processes (start-up, model load, PNG and .uq I/O included) and peak RSS;
+  codec at each of --qualities and each model at its own rate: median of --runs
+  processes (start-up, model load, PNG and .uq I/O included) and peak RSS;
   Pillow WebP (method 6) as a whole process, the same way;
 * warm API compress + decompress per image (mean over --limit images), split into
   transforms (the inference engine) and the rest, and the same work on the
@@ -329,21 +330,15 @@ def main():
     qualities = [q for q in args.qualities.split(",") if q]
     for label, root in roots:
         cmd, e = cli(root, env)
-        for q in qualities if label == "uqcodec" else []:  # the default codec
-            uq = os.path.join(tmp, "q.uq")
-            ce, re_ = median_process(cmd + ["compress", img, "-o", uq, "--quality", q,
-                                            "--force"], e, args.runs)
-            cd, rd = median_process(cmd + ["decompress", uq, "-o", os.path.join(tmp, "q.png"),
-                                           "--force"], e, args.runs)
-            print(f"| {label} default codec, quality {q} | {ce:.2f} | {cd:.2f} | "
-                  f"{max(re_, rd):.0f} |", flush=True)
-        for name in names:
+        rows = [(f"default codec, quality {q}", ["--quality", q])  # (the default codec)
+                for q in (qualities if label == "uqcodec" else [])]
+        for row, how in rows + [(name, ["--model", name]) for name in names]:
             uq = os.path.join(tmp, "b.uq")
-            ce, re_ = median_process(cmd + ["compress", img, "-o", uq, "--model", name,
-                                            "--force"], e, args.runs)
+            ce, re_ = median_process(cmd + ["compress", img, "-o", uq, "--force"] + how, e,
+                                     args.runs)
             cd, rd = median_process(cmd + ["decompress", uq, "-o", os.path.join(tmp, "b.png"),
                                            "--force"], e, args.runs)
-            print(f"| {label} {name} | {ce:.2f} | {cd:.2f} | {max(re_, rd):.0f} |", flush=True)
+            print(f"| {label} {row} | {ce:.2f} | {cd:.2f} | {max(re_, rd):.0f} |", flush=True)
     w, rw = median_process([sys.executable, "-c", WEBP, img, os.path.join(tmp, "w.webp")], env,
                            args.runs)
     print(f"| Pillow WebP q75 m6 (encode + decode) | {w:.2f} | | {rw:.0f} |")

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,16 @@ def shipped(arch):
     if card is None:
         pytest.skip(f"no shipped {arch} model")
     return card["name"]
+
+
+def write_variable_cards(folder, cards, training="sr"):
+    """Model folders with only a card (zoo tests): one variable-rate model per (name,
+    arch, lambda range[, training]) of ``cards``."""
+    for name, arch, rng, *t in cards:
+        os.makedirs(os.path.join(folder, name))
+        with open(os.path.join(folder, name, "model.json"), "w") as f:
+            json.dump({"name": name, "arch": arch, "training": t[0] if t else training,
+                       "lambda": None, "lambda_range": rng}, f)
 
 
 def family_names():

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import DATA, run_cli, write_variable_cards
 from test_cli import one_line_error
 from uqcodec import evaluate, zoo
 
@@ -306,12 +306,9 @@ def test_several_folders_summary_and_resume(tmp_path):
 def test_a_default_codec_that_mixes_families_is_a_curve_of_its_own(tmp_path, monkeypatch):
     """models/default.json may take each range's model from another family; eval then
     measures that codec as one rate set beside each family's own (not with --paper)."""
-    for name, arch, rng in (("hp-lo", "hyperprior", [0.0004, 0.01]),
-                            ("hp-hi", "hyperprior", [0.008, 0.25]),
-                            ("ctx-lo", "context", [0.0004, 0.01])):
-        os.makedirs(tmp_path / name)
-        (tmp_path / name / "model.json").write_text(json.dumps(
-            {"name": name, "arch": arch, "training": "sr", "lambda": None, "lambda_range": rng}))
+    write_variable_cards(tmp_path, [("hp-lo", "hyperprior", [0.0004, 0.01]),
+                                    ("hp-hi", "hyperprior", [0.008, 0.25]),
+                                    ("ctx-lo", "context", [0.0004, 0.01])])
     monkeypatch.setenv("UQCODEC_MODELS", str(tmp_path))
     sets = lambda paper: sorted({(c["name"], c["arch"]) for c, _, _, _ in evaluate.plan(
         zoo.list_models(), paper=paper)})

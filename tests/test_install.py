@@ -98,13 +98,13 @@ def test_wheel_in_a_fresh_venv_compresses_and_decompresses(venv, tmp_path):
     out = np.asarray(Image.open(work / "s.png"))
     src = np.asarray(Image.open(sample).convert("RGB"))
     assert out.shape == src.shape
+    assert np.mean((out.astype(float) - src) ** 2) < 100  # a real reconstruction
     # the default codec is the checkout's (models/default.json, when it names one)
     from uqcodec import container, zoo
     _run([exe, "compress", sample, "-o", "low.uq", "-q", "0"], cwd=work, env=env)
     with open(work / "low.uq", "rb") as f:
         model = container.parse_header(f.read())[0].model
     assert model == min(zoo.default_variable(), key=lambda c: c["lambda_range"][0])["name"]
-    assert np.mean((out.astype(float) - src) ** 2) < 100  # a real reconstruction
     models = _run([exe, "models", "--json"], cwd=work, env=env).stdout
     assert "hyperprior" in models and "linear" in models
     # the installed package is the wheel's, with no TensorFlow in the venv

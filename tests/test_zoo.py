@@ -6,7 +6,7 @@ import pytest
 
 from uqcodec import zoo
 from uqcodec.errors import CodecError
-from conftest import ROOT
+from conftest import ROOT, write_variable_cards
 
 
 @pytest.fixture
@@ -46,12 +46,9 @@ def test_default_is_the_middle_and_quality_counts_up(models):
 
 
 def test_variable_rate_models_stay_out_of_the_ladder_and_are_the_default(models):
-    for name, training, rng in (("hpv-sr", "sr", [0.0004, 0.01]), ("hpv-un", "un", [0.0004, 0.01]),
-                                ("hpv-sr-hi", "sr", [0.008, 0.25])):
-        os.makedirs(models / name)
-        (models / name / "model.json").write_text(json.dumps(
-            {"name": name, "arch": "hyperprior", "training": training, "lambda": None,
-             "lambda_range": rng}))
+    write_variable_cards(models, [("hpv-sr", "hyperprior", [0.0004, 0.01], "sr"),
+                                  ("hpv-un", "hyperprior", [0.0004, 0.01], "un"),
+                                  ("hpv-sr-hi", "hyperprior", [0.008, 0.25], "sr")])
     assert names(zoo.ladder()) == ["hp-sr-0.001", "hp-sr-0.01", "hp-un-0.03", "hp-sr-0.1"]
     assert os.path.basename(zoo.resolve()) == "hp-sr-0.01"  # the ladder's own default
     assert sorted(names(zoo.variable_set())) == ["hpv-sr", "hpv-sr-hi"]  # sr preferred
@@ -109,12 +106,9 @@ def test_default_json_names_the_default_codec_across_families(models):
     """models/default.json makes the best model of each range the default codec, whatever
     its family; --refine falls back to the default family's set when a named model's
     family has no refiner; a missing model falls back too; a broken file is a CodecError."""
-    for name, arch, rng in (("hpv-sr", "hyperprior", [0.0004, 0.01]),
-                            ("hpv-sr-hi", "hyperprior", [0.008, 0.25]),
-                            ("ctx-sr", "context", [0.0004, 0.01])):
-        os.makedirs(models / name)
-        (models / name / "model.json").write_text(json.dumps(
-            {"name": name, "arch": arch, "training": "sr", "lambda": None, "lambda_range": rng}))
+    write_variable_cards(models, [("hpv-sr", "hyperprior", [0.0004, 0.01]),
+                                  ("hpv-sr-hi", "hyperprior", [0.008, 0.25]),
+                                  ("ctx-sr", "context", [0.0004, 0.01])])
     assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]  # no file
     (models / "default.json").write_text(json.dumps({"default": ["ctx-sr", "hpv-sr-hi"]}))
     assert names(zoo.default_variable()) == ["ctx-sr", "hpv-sr-hi"]

@@ -76,8 +76,9 @@ def _as_set(model):
 
 
 def _choose(model, quality, refine=0):
-    """A ``rateset.RateSet``: without a model, the default family's variable-rate models
-    as one rate set, else (none ship) the model of its fixed-rate ladder that ``quality``
+    """A ``rateset.RateSet``: without a model, the default codec's variable-rate models
+    (``zoo.default_variable``; with ``refine``, models that can refine) as one rate set,
+    else (none ship) the model of the default family's fixed-rate ladder that ``quality``
     1..N picks; ``model``: a model (a variable-rate model is a rate set of its own, a
     fixed-rate one a set of one rate), or a list of variable-rate models or their names
     separated by commas (one rate set). Returns (rate set, quality for its encode)."""
@@ -148,8 +149,9 @@ def compress(image, model=None, seed=None, quantizer="uq", quality=None, tile=No
     """Compress an image (path, or HxWx3 / HxW uint8 array) to .uq bytes.
 
     ``model``: shipped model name or model directory, or variable-rate models that cover
-    one range together ("LOW,HIGH" or a list) (default: the middle of the default
-    family's ladder, or its variable-rate models when it ships no ladder); ``quality``:
+    one range together ("LOW,HIGH" or a list) (default: the default codec,
+    ``zoo.default_variable``, or the middle of the default family's fixed-rate ladder
+    when no variable-rate models ship); ``quality``:
     a variable-rate model's quality, 0 (smallest files) to 10 (best), default 5, any
     value between (fixed-rate ladder: 1..N picks a model); ``target_bpp`` /
     ``target_psnr``: instead of a quality, search this image's rate for that size or

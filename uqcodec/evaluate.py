@@ -142,8 +142,9 @@ def _set_card(cards):
         return cards[0]
     edges = set_edges([c["lambda_range"] for c in cards])
     return {"name": "+".join(c["name"] for c in cards), "path": tuple(c["path"] for c in cards),
-            "arch": "+".join(dict.fromkeys(c.get("arch") for c in cards)),  # the default
-            "training": cards[0].get("training"),                            # codec's mix
+            # one family, or the families of a default codec that mixes them
+            "arch": "+".join(dict.fromkeys(c.get("arch") for c in cards)),
+            "training": cards[0].get("training"),
             "lambda_range": [edges[0], edges[-1]],
             "steps": max(c.get("steps") or 0 for c in cards)}
 
