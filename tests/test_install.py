@@ -55,7 +55,7 @@ def wheel(tmp_path_factory):
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "runs", "bases", "results", "tests", "logs", "*.egg-info",
-        "__pycache__"))
+        "__pycache__", "*.so", "*.pyd"))  # the extension of the editable install: rebuilt
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"),
           str(src)])
     found = glob.glob(str(tmp / "dist" / "uqcodec-*.whl"))
@@ -85,6 +85,16 @@ def test_wheel_holds_every_package_and_model(wheel):
             assert f"uqcodec/_models/{name}/{f}" in names
     if os.path.exists(os.path.join(ROOT, "models", "default.json")):  # the default codec
         assert "uqcodec/_models/default.json" in names
+    if _compiler():  # the table kernel, for the stable ABI: one wheel for Python >= 3.11
+        assert [n for n in names if n.startswith("uqcodec/_tables.")], sorted(names)[:20]
+        assert "-cp311-abi3-" in os.path.basename(wheel)
+
+
+def _compiler():
+    """Whether this machine builds C extensions (the table kernel is optional)."""
+    import sysconfig
+    cc = (sysconfig.get_config_var("CC") or "").split()
+    return bool(cc) and shutil.which(cc[0]) is not None
 
 
 def test_wheel_in_a_fresh_venv_compresses_and_decompresses(venv, tmp_path):
@@ -110,8 +120,11 @@ def test_wheel_in_a_fresh_venv_compresses_and_decompresses(venv, tmp_path):
     # the installed package is the wheel's, with no TensorFlow in the venv
     where = _run([_bin(venv, "python"), "-c",
                   "import uqcodec, importlib.util as u; print(uqcodec.__file__); "
-                  "print(u.find_spec('tensorflow') is None)"], cwd=work, env=env).stdout.split()
+                  "print(u.find_spec('tensorflow') is None); "
+                  "from uqcodec import entropy; print(entropy.KERNEL is not None)"],
+                 cwd=work, env=env).stdout.split()
     assert where[0].startswith(str(venv)) and where[1] == "True"
+    assert where[2] == str(_compiler())  # the wheel's table kernel loads
 
 
 def _one_line_naming_the_extra(run):

@@ -29,11 +29,16 @@ SETTINGS = {
     "openblas-sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
     "openblas-skylakex": {"OPENBLAS_CORETYPE": "SkylakeX"},
     "openblas-1-thread": {"OPENBLAS_NUM_THREADS": "1"},
-    # NumPy's SIMD kernels of an older CPU (the decoder never imports TensorFlow, so
-    # TensorFlow's settings change nothing here)
-    "numpy-no-avx512": {"NPY_DISABLE_CPU_FEATURES": " ".join(AVX512)},
+    # the coding tables from NumPy instead of the compiled kernel (a machine that had no
+    # C compiler at install)
+    "tables-numpy": {"UQCODEC_PURE_NUMPY": "1"},
+    # ... and NumPy's SIMD kernels of an older CPU (the decoder never imports TensorFlow,
+    # so TensorFlow's settings change nothing here)
+    "numpy-no-avx512": {"NPY_DISABLE_CPU_FEATURES": " ".join(AVX512),
+                        "UQCODEC_PURE_NUMPY": "1"},
     "numpy-sse-only": {"NPY_DISABLE_CPU_FEATURES": " ".join(("AVX", "F16C", "FMA3", "AVX2")
-                                                            + AVX512)},
+                                                            + AVX512),
+                       "UQCODEC_PURE_NUMPY": "1"},
     "ort-no-optimization": {"UQCODEC_ORT_NO_OPT": "1"},
     "ort-1-thread": {"UQCODEC_THREADS": "1"},
     "ort-2-threads": {"UQCODEC_THREADS": "2"},

@@ -16,6 +16,7 @@ tail mass) and the overflow is written as a varint to an escape stream, so no
 symbol can crash the coder or be silently altered.
 """
 import math
+import os
 
 import numpy as np
 import constriction
@@ -42,6 +43,22 @@ def rate_gain(rate):
     """The gain of the latents at rate parameter ``rate``: exp(LOG_SCALE_STEP * rate /
     RATE_DIV), the same float64 on every machine."""
     return float(exactmath.exp(np.array([LOG_SCALE_STEP * (rate / RATE_DIV)]))[0])
+
+
+def _load_kernel():
+    """The compiled table kernel (uqcodec/_tables.c, built at install where a C compiler
+    is found), or None: then NumPy computes the same rows. UQCODEC_PURE_NUMPY=1 turns it
+    off (tests compare the two)."""
+    if os.environ.get("UQCODEC_PURE_NUMPY", "") not in ("", "0"):
+        return None
+    try:
+        from . import _tables
+    except ImportError:
+        return None
+    return _tables
+
+
+KERNEL = _load_kernel()
 LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
 ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)
@@ -290,8 +307,9 @@ class GaussianCoder:
         near side of the mean, so that bins far out in either tail stay precise.
         """
         if self.exact:
-            return self._exact_tables([(idx[0], W, np.arange(len(mean)))],
-                                      self._offsets(mean, c, u))[0]
+            off = self._offsets(mean, c, u)
+            return self._exact_tables([(idx[0], W, np.arange(len(mean)))], off,
+                                      KERNEL if np.isfinite(off).all() else None)[0]
         else:
             d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
             edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha, self.fm)
@@ -311,13 +329,22 @@ class GaussianCoder:
         s_inv per element (elementwise: the same values for any subset)."""
         return (c - mean) + Q.soft_round_inverse(u - 0.5, self.alpha, self.fm)
 
-    def _exact_tables(self, groups, off):
+    def _exact_tables(self, groups, off, kernel=None):
         """Version 3: the rows of each group (scale index, W, elements) of ``groups``,
         from the elements' offsets ``off``. Every CDF value is the same elementwise
-        sequence of operations as ever; they are evaluated in blocks of about
+        sequence of operations as ever: in one compiled pass per group with ``kernel``
+        (``KERNEL``; finite offsets only), else with NumPy, in blocks of about
         CACHE_ENTRIES that stay in the CPU's cache (the rows of a large group in several
         blocks, small groups together in one), so neither wide rows nor many small groups
         cost more per entry than a photo's tables."""
+        if kernel is not None:
+            out = []
+            for i, W, sel in groups:
+                p = np.empty((len(sel), 2 * W + 1))
+                kernel.rows(p, np.ascontiguousarray(off[sel], np.float64),
+                            float(self.scales[i]), W, exactmath.KERNEL_CONSTANTS)
+                out.append(p)
+            return out
         out, batch = [], []
         buf = np.empty(2 * CACHE_ENTRIES)  # the CDF arguments of a batch of small groups
         used = 0
@@ -373,7 +400,8 @@ class GaussianCoder:
                 size += entries
             if unit:
                 units.append(unit)
-            work = lambda unit: self._exact_tables(unit, off)  # noqa: E731
+            kernel = KERNEL if np.isfinite(off).all() else None
+            work = lambda unit: self._exact_tables(unit, off, kernel)  # noqa: E731
         else:
             units = [[g] for g in groups]
             work = lambda unit: [self._tables(mean[g[2]], idx[g[2]], c[g[2]], u[g[2]], g[1])  # noqa

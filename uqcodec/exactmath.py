@@ -119,6 +119,12 @@ def erfc(x, fast=False):
     return np.where(x >= 0.0, ans, 2.0 - ans)
 
 
+# The constants of erfc (terms=9 of exp) in the order the compiled table kernel
+# (uqcodec/_tables.c) takes them: the same values, defined here once.
+KERNEL_CONSTANTS = np.array(list(_ERFC) + _INV_FACTORIAL[:10] + [INV_LN2, LN2_HI, LN2_LO,
+                                                                 SQRT_HALF], np.float64)
+
+
 @_blocked
 def ndtr(t):
     """P(N(0,1) < t); relative accuracy 1.2e-7 in the lower tail (callers pass -|t|)."""

@@ -1,0 +1,69 @@
+"""The compiled table kernel (uqcodec/_tables.c) gives NumPy's coding-table rows bit for
+bit: the rows of version-3 and later files must not depend on whether a machine built it.
+(tests/test_portable.py decodes files with the NumPy rows as well.)"""
+import numpy as np
+import pytest
+
+from uqcodec import entropy, exactmath
+
+kernel = entropy._load_kernel()
+pytestmark = pytest.mark.skipif(kernel is None, reason="uqcodec._tables not built here "
+                                "(no C compiler at install): NumPy computes the rows")
+
+
+def numpy_rows(off, scale, W):
+    j = np.arange(-W, W + 2, dtype=np.float64)
+    rows = np.empty((len(off), 2 * W + 1))
+    entropy._fill(rows, exactmath.ndtr((off[:, None] + j[None, :]) / scale))
+    return rows
+
+
+def kernel_rows(off, scale, W, simd=True):
+    rows = np.empty((len(off), 2 * W + 1))
+    kernel.rows(rows, np.ascontiguousarray(off), float(scale), W,
+                exactmath.KERNEL_CONSTANTS, simd)
+    return rows
+
+
+SCALES = np.concatenate([entropy.SCALES, entropy.rate_scales(-40), entropy.rate_scales(50)])
+
+
+@pytest.mark.parametrize("simd", [True, False])
+def test_rows_are_numpys_bit_for_bit(simd):
+    rng = np.random.default_rng(7)
+    for scale in SCALES[::2]:
+        W = int(np.ceil(6.0 * scale + 2.0))
+        n = max(4, 20000 // (2 * W + 2))
+        # offsets as files make them (within about 1.5 of 0), their edge cases, and far
+        # ones whose rows lie wholly in a tail
+        off = np.concatenate([rng.uniform(-1.5, 1.5, n), [0.0, -0.0, 0.5, -0.5, 1e-300,
+                                                          -1.0, 40.0, -900.0, 1e6]])
+        got, want = kernel_rows(off, scale, W, simd), numpy_rows(off, scale, W)
+        assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), scale
+
+
+def test_rows_of_a_coder_match_with_and_without_the_kernel():
+    """The coder's own path (groups, units, threads) with and without the kernel."""
+    rng = np.random.default_rng(3)
+    n = 5000
+    coder = entropy.GaussianCoder(alpha=6.0)
+    mean = rng.normal(0, 3, n)
+    idx = rng.integers(0, len(entropy.SCALES) - 10, n)
+    c, u = np.rint(mean), rng.uniform(-0.5, 0.5, n)
+    off = coder._offsets(mean, c, u)
+    groups = list(coder._groups(idx))
+    for a, b in zip(coder._exact_tables(groups, off, kernel),
+                    coder._exact_tables(groups, off, None)):
+        assert a.view(np.int64).tolist() == b.view(np.int64).tolist()
+
+
+def test_bad_arguments_raise_instead_of_writing_out_of_bounds():
+    off = np.zeros(4)
+    with pytest.raises(ValueError):
+        kernel.rows(np.empty((4, 5)), off, 1.0, 3, exactmath.KERNEL_CONSTANTS)  # 2W+1 = 7
+    with pytest.raises(ValueError):
+        kernel.rows(np.empty((4, 7)), off, 0.0, 3, exactmath.KERNEL_CONSTANTS)
+    with pytest.raises(ValueError):
+        kernel.rows(np.empty((4, 7)), off, 1.0, 3, exactmath.KERNEL_CONSTANTS[:5])
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        kernel.rows(np.empty((7, 4)).T, off, 1.0, 3, exactmath.KERNEL_CONSTANTS)

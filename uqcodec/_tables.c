@@ -1,0 +1,162 @@
+/* The Gaussian coding-table rows of version-3 and later files in one pass.
+ *
+ * An optional accelerator of uqcodec.entropy (the package works without it, with the same
+ * bits): for each element, the CDF at the bin edges (offset + j) / scale, j = 1 - W .. W,
+ * by exactly the IEEE-754 operations of uqcodec.exactmath.ndtr, in the same order, and
+ * the row of 2 W + 1 bin probabilities from them as entropy._fill makes it. Built
+ * without FMA contraction or fast-math (setup.py), every operation is correctly rounded
+ * as NumPy's are, so the rows are NumPy's bit for bit (tests/test_exactmath.py checks
+ * it). The constants come from Python (exactmath.KERNEL_CONSTANTS): defined once.
+ * With GCC or clang on x86-64 the loop is also compiled for AVX2, chosen at run time. */
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030B0000
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+
+/* consts (exactmath.KERNEL_CONSTANTS): [0..9] erfc's coefficients, [10..19] 1/k! for
+ * k = 0..9, [20] INV_LN2, [21] LN2_HI, [22] LN2_LO, [23] SQRT_HALF */
+#define NCONST 24
+
+static inline double pow2(int32_t n) {  /* 2^n, -1022 <= n <= 1023 */
+    uint64_t b = (uint64_t)(uint32_t)(n + 1023) << 52;
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+static inline double ndtr(double t, const double *c) {
+    double x = -t * c[23];
+    double z = fabs(x);
+    double tt = 1.0 / (1.0 + 0.5 * z);
+    double poly = c[9];
+    poly *= tt; poly += c[8];
+    poly *= tt; poly += c[7];
+    poly *= tt; poly += c[6];
+    poly *= tt; poly += c[5];
+    poly *= tt; poly += c[4];
+    poly *= tt; poly += c[3];
+    poly *= tt; poly += c[2];
+    poly *= tt; poly += c[1];
+    poly *= tt; poly += c[0];
+    poly -= z * z;
+    /* exactmath.exp(poly, terms=9); poly is finite (the caller checks the offsets) */
+    double e = poly < -745.0 ? -745.0 : poly;
+    e = e > 709.0 ? 709.0 : e;
+    double v = e * c[20] + 0.5;
+    int32_t ni = (int32_t)v;  /* floor(v): |v| < 1100 */
+    ni -= (double)ni > v;
+    double n = (double)ni;
+    double r = e - n * c[21];
+    r -= n * c[22];
+    double p = c[19];
+    p *= r; p += c[18];
+    p *= r; p += c[17];
+    p *= r; p += c[16];
+    p *= r; p += c[15];
+    p *= r; p += c[14];
+    p *= r; p += c[13];
+    p *= r; p += c[12];
+    p *= r; p += c[11];
+    p *= r; p += c[10];
+    /* ldexp(p, n), rounded once: p 2^n1 is exact, n1 >= -1000 */
+    int32_t n1 = ni < -1000 ? -1000 : ni;
+    double ans = p * pow2(n1) * pow2(ni - n1);
+    ans *= tt;
+    ans = x >= 0.0 ? ans : 2.0 - ans;
+    return 0.5 * ans;
+}
+
+/* The rows of n elements; cdf and edge: 2 W + 1 doubles each (edge[m] = m - W). */
+#define FILL_ROWS_BODY                                                                  \
+    Py_ssize_t width = 2 * W + 1;                                                       \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                \
+        double oi = o[i];                                                               \
+        for (Py_ssize_t m = 1; m <= 2 * W; m++)  /* the edges j = m - W */              \
+            cdf[m] = ndtr((oi + edge[m]) / scale, c);                                   \
+        double *row = p + i * width;                                                    \
+        row[0] = cdf[1];                                                                \
+        for (Py_ssize_t m = 1; m < 2 * W; m++)                                          \
+            row[m] = cdf[m + 1] - cdf[m];                                               \
+        row[2 * W] = 1.0 - cdf[2 * W];                                                  \
+        for (Py_ssize_t m = 0; m < width; m++)                                          \
+            row[m] = row[m] >= 0.0 ? row[m] : 0.0;                                      \
+    }
+
+#define FILL_ROWS_ARGS double *p, const double *o, Py_ssize_t n, double scale,           \
+                       Py_ssize_t W, const double *c, double *cdf, const double *edge
+
+static void fill_rows(FILL_ROWS_ARGS) { FILL_ROWS_BODY }
+
+/* GCC or clang on x86-64: the same loop for AVX2 (four lanes; still no FMA: the flags
+ * forbid contraction), taken when the CPU has it */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define HAVE_AVX2_CLONE 1
+__attribute__((target("avx2"))) static void fill_rows_avx2(FILL_ROWS_ARGS) { FILL_ROWS_BODY }
+#else
+#define HAVE_AVX2_CLONE 0
+#endif
+
+/* rows(out, off, scale, W, consts[, simd]): out (n, 2W+1) float64, off (n,) float64,
+ * both C-contiguous; the offsets finite (the caller checks). simd=0 takes the generic
+ * loop even where AVX2 is there (tests compare the two). */
+static PyObject *rows(PyObject *self, PyObject *args) {
+    Py_buffer out, off, cb;
+    double scale;
+    Py_ssize_t W;
+    int simd = 1;
+    if (!PyArg_ParseTuple(args, "w*y*dny*|p", &out, &off, &scale, &W, &cb, &simd))
+        return NULL;
+    Py_ssize_t n = off.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t width = 2 * W + 1;
+    PyObject *result = NULL;
+    if (W < 1 || W > (1 << 24) || !(scale > 0.0) || cb.len != NCONST * (Py_ssize_t)sizeof(double)
+            || out.len != n * width * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "rows: bad sizes");
+        goto done;
+    }
+    double *cdf = malloc(sizeof(double) * (size_t)(4 * W + 2));
+    if (!cdf) { PyErr_NoMemory(); goto done; }
+    double *edge = cdf + 2 * W + 1;  /* edge[m] = m - W, the bin edges' integer parts */
+    for (Py_ssize_t m = 1; m <= 2 * W; m++)
+        edge[m] = (double)(m - W);
+    Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_CLONE
+    if (simd && __builtin_cpu_supports("avx2"))
+        fill_rows_avx2((double *)out.buf, (const double *)off.buf, n, scale, W,
+                       (const double *)cb.buf, cdf, edge);
+    else
+#endif
+        fill_rows((double *)out.buf, (const double *)off.buf, n, scale, W,
+                  (const double *)cb.buf, cdf, edge);
+    Py_END_ALLOW_THREADS
+    free(cdf);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&cb);
+    return result;
+}
+
+static PyObject *has_avx2(PyObject *self, PyObject *args) {
+#if HAVE_AVX2_CLONE
+    if (__builtin_cpu_supports("avx2"))
+        Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef methods[] = {
+    {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() takes its AVX2 loop here."},
+    {"rows", rows, METH_VARARGS, "rows(out, offsets, scale, W, constants): Gaussian coding-table rows."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tables", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }
