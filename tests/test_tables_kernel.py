@@ -6,7 +6,7 @@ import pytest
 
 from uqcodec import entropy, exactmath
 
-kernel = entropy._load_kernel()
+kernel = exactmath._load_kernel()
 pytestmark = pytest.mark.skipif(kernel is None, reason="uqcodec._tables not built here "
                                 "(no C compiler at install): NumPy computes the rows")
 
@@ -67,3 +67,31 @@ def test_bad_arguments_raise_instead_of_writing_out_of_bounds():
         kernel.rows(np.empty((4, 7)), off, 1.0, 3, exactmath.KERNEL_CONSTANTS[:5])
     with pytest.raises((ValueError, BufferError, TypeError)):
         kernel.rows(np.empty((7, 4)).T, off, 1.0, 3, exactmath.KERNEL_CONSTANTS)
+
+
+def _numpy_path(monkeypatch, fn, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setattr(exactmath, "KERNEL", None)
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("terms", [9, 14])
+def test_exp_is_numpys_bit_for_bit(monkeypatch, terms):
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-750, 720, 50000), rng.normal(0, 1, 50000),
+                        [0.0, -0.0, 1e-310, -745.0, -746.0, 709.0, 710.0, np.inf, -np.inf,
+                         -708.5, -740.0]])
+    got = exactmath.exp(x, terms=terms)
+    want = _numpy_path(monkeypatch, exactmath.exp, x, terms=terms)
+    assert got.view(np.int64).tolist() == want.view(np.int64).tolist()
+    assert np.isnan(exactmath.exp(np.array([np.nan]))).all()
+
+
+def test_log_tanh_atanh_are_numpys_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(6)
+    x = np.concatenate([np.exp(rng.uniform(-700, 700, 50000)), rng.uniform(0, 2, 50000),
+                        [1.0, 0.5, 2.0, 1e-310, 5e-324, 1.7e308, np.sqrt(0.5)]])
+    for fn, arg in ((exactmath.log, x), (exactmath.tanh, rng.normal(0, 5, 50000)),
+                    (exactmath.atanh, rng.uniform(-1, 1, 50000))):
+        got, want = fn(arg), _numpy_path(monkeypatch, fn, arg)
+        assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), fn.__name__

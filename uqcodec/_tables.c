@@ -71,6 +71,38 @@ static inline double ndtr(double t, const double *c) {
     return 0.5 * ans;
 }
 
+/* exactmath.exp(x, terms) elementwise; f[k] = 1/k! (exactmath._INV_FACTORIAL) */
+static inline double exp_terms(double x, const double *f, int terms, const double *c) {
+    if (x != x)
+        return x;  /* NaN (NumPy's ldexp of NaN) */
+    x = x < -745.0 ? -745.0 : x;  /* np.maximum / np.minimum: NaN stays NaN */
+    x = x > 709.0 ? 709.0 : x;
+    double n = floor(x * c[20] + 0.5);
+    double r = x - n * c[21];
+    r -= n * c[22];
+    double p = f[terms];
+    for (int k = terms - 1; k >= 0; k--) {
+        p *= r;
+        p += f[k];
+    }
+    return ldexp(p, (int)n);
+}
+
+/* exactmath.log elementwise: lg[0..11] = 1 / (2 k + 1), lg[12] = 1/25 */
+static inline double log_exact(double x, const double *lg, const double *c) {
+    int e;
+    double m = frexp(x, &e);
+    int small = m < c[23];
+    m = small ? m * 2.0 : m;
+    double ef = (double)(small ? e - 1 : e);
+    double f = (m - 1.0) / (m + 1.0);
+    double f2 = f * f;
+    double s = lg[12];
+    for (int k = 11; k >= 0; k--)
+        s = lg[k] + f2 * s;
+    return 2.0 * f * s + (ef * c[21] + ef * c[22]);
+}
+
 /* The rows of n elements; cdf and edge: 2 W + 1 doubles each (edge[m] = m - W). */
 #define FILL_ROWS_BODY                                                                  \
     Py_ssize_t width = 2 * W + 1;                                                       \
@@ -144,6 +176,63 @@ done:
     return result;
 }
 
+/* exp(out, x, terms, consts, factorials) and log(out, x, consts, log_terms):
+ * elementwise over float64 buffers of equal length */
+static PyObject *exp_(PyObject *self, PyObject *args) {
+    Py_buffer out, x, cb, fb;
+    int terms;
+    if (!PyArg_ParseTuple(args, "w*y*iy*y*", &out, &x, &terms, &cb, &fb))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
+    if (out.len != x.len || terms < 0 || (Py_ssize_t)sizeof(double) * (terms + 1) > fb.len
+            || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "exp: bad sizes");
+    } else {
+        double *o = (double *)out.buf;
+        const double *xi = (const double *)x.buf, *c = (const double *)cb.buf,
+                     *f = (const double *)fb.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++)
+            o[i] = exp_terms(xi[i], f, terms, c);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&fb);
+    return result;
+}
+
+static PyObject *log_(PyObject *self, PyObject *args) {
+    Py_buffer out, x, cb, lb;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*", &out, &x, &cb, &lb))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
+    if (out.len != x.len || lb.len != 13 * (Py_ssize_t)sizeof(double)
+            || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "log: bad sizes");
+    } else {
+        double *o = (double *)out.buf;
+        const double *xi = (const double *)x.buf, *c = (const double *)cb.buf,
+                     *lg = (const double *)lb.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++)
+            o[i] = log_exact(xi[i], lg, c);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&lb);
+    return result;
+}
+
 static PyObject *has_avx2(PyObject *self, PyObject *args) {
 #if HAVE_AVX2_CLONE
     if (__builtin_cpu_supports("avx2"))
@@ -153,6 +242,8 @@ static PyObject *has_avx2(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"exp", exp_, METH_VARARGS, "exp(out, x, terms, constants, factorials): exactmath.exp."},
+    {"log", log_, METH_VARARGS, "log(out, x, constants, log_terms): exactmath.log."},
     {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() takes its AVX2 loop here."},
     {"rows", rows, METH_VARARGS, "rows(out, offsets, scale, W, constants): Gaussian coding-table rows."},
     {NULL, NULL, 0, NULL}};

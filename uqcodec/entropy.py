@@ -16,7 +16,6 @@ tail mass) and the overflow is written as a varint to an escape stream, so no
 symbol can crash the coder or be silently altered.
 """
 import math
-import os
 
 import numpy as np
 import constriction
@@ -45,20 +44,7 @@ def rate_gain(rate):
     return float(exactmath.exp(np.array([LOG_SCALE_STEP * (rate / RATE_DIV)]))[0])
 
 
-def _load_kernel():
-    """The compiled table kernel (uqcodec/_tables.c, built at install where a C compiler
-    is found), or None: then NumPy computes the same rows. UQCODEC_PURE_NUMPY=1 turns it
-    off (tests compare the two)."""
-    if os.environ.get("UQCODEC_PURE_NUMPY", "") not in ("", "0"):
-        return None
-    try:
-        from . import _tables
-    except ImportError:
-        return None
-    return _tables
-
-
-KERNEL = _load_kernel()
+KERNEL = exactmath.KERNEL  # the compiled table kernel, or None (NumPy: the same rows)
 LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
 ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)

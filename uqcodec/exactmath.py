@@ -14,6 +14,8 @@ Accuracy is about 1e-15 relative (``exp``, ``log``) and 1.2e-7 relative
 (``erfc``: the Chebyshev fit of Numerical Recipes, section 6.2), plenty for
 coding tables; what matters is that encoder and decoder agree.
 """
+import os
+
 import numpy as np
 
 LN2_HI = 6.93147180369123816490e-01  # Cody-Waite split of log(2): n * LN2_HI is exact
@@ -57,11 +59,42 @@ def _blocked(fn):
 _INV_FACTORIAL = [1.0]
 for _k in range(1, 20):
     _INV_FACTORIAL.append(_INV_FACTORIAL[-1] / _k)
+_LOG_COEFFS = [1.0 / (2 * k + 1) for k in range(_LOG_TERMS + 1)]  # log's series
+
+
+def _load_kernel():
+    """The compiled kernel (uqcodec/_tables.c, built at install where a C compiler is
+    found), or None: then NumPy evaluates the same operations. UQCODEC_PURE_NUMPY=1
+    turns it off (the tests compare the two)."""
+    if os.environ.get("UQCODEC_PURE_NUMPY", "") not in ("", "0"):
+        return None
+    try:
+        from . import _tables
+    except ImportError:
+        return None
+    return _tables
+
+
+KERNEL = _load_kernel()
+# The constants in the order the kernel takes them (erfc's coefficients, 1/k! for
+# k = 0..9, INV_LN2, LN2_HI, LN2_LO, SQRT_HALF): the same values, defined here once.
+KERNEL_CONSTANTS = np.array(list(_ERFC) + _INV_FACTORIAL[:10] + [INV_LN2, LN2_HI, LN2_LO,
+                                                                 SQRT_HALF], np.float64)
+_KERNEL_FACTORIALS = np.array(_INV_FACTORIAL, np.float64)
+_KERNEL_LOG = np.array(_LOG_COEFFS, np.float64)
+
+
+def _kernel_apply(fn, x, *args):
+    out = np.empty(x.shape, np.float64)
+    fn(out, np.ascontiguousarray(x, np.float64), *args)
+    return out
 
 
 @_blocked
 def exp(x, terms=_EXP_TERMS):
     """e^x; ``terms`` Taylor terms after range reduction (9 give about 1e-11)."""
+    if KERNEL is not None:
+        return _kernel_apply(KERNEL.exp, x, terms, KERNEL_CONSTANTS, _KERNEL_FACTORIALS)
     x = np.minimum(np.maximum(np.asarray(x, np.float64), -745.0), 709.0)
     n = np.floor(x * INV_LN2 + 0.5)
     r = x - n * LN2_HI
@@ -76,15 +109,17 @@ def exp(x, terms=_EXP_TERMS):
 @_blocked
 def log(x):
     """Natural logarithm of x > 0."""
+    if KERNEL is not None:
+        return _kernel_apply(KERNEL.log, x, KERNEL_CONSTANTS, _KERNEL_LOG)
     m, e = np.frexp(np.asarray(x, np.float64))  # x = m 2^e, m in [1/2, 1)
     small = m < SQRT_HALF
     m = np.where(small, m * 2.0, m)
     e = np.where(small, e - 1, e).astype(np.float64)
     f = (m - 1.0) / (m + 1.0)
     f2 = f * f
-    s = np.full_like(f, 1.0 / (2 * _LOG_TERMS + 1))
+    s = np.full_like(f, _LOG_COEFFS[_LOG_TERMS])
     for k in range(_LOG_TERMS - 1, -1, -1):
-        s = 1.0 / (2 * k + 1) + f2 * s
+        s = _LOG_COEFFS[k] + f2 * s
     return 2.0 * f * s + (e * LN2_HI + e * LN2_LO)
 
 
@@ -117,12 +152,6 @@ def erfc(x, fast=False):
     ans = np.exp(poly) if fast else exp(poly, terms=9)  # the fit's own error is 1.2e-7
     ans *= t
     return np.where(x >= 0.0, ans, 2.0 - ans)
-
-
-# The constants of erfc (terms=9 of exp) in the order the compiled table kernel
-# (uqcodec/_tables.c) takes them: the same values, defined here once.
-KERNEL_CONSTANTS = np.array(list(_ERFC) + _INV_FACTORIAL[:10] + [INV_LN2, LN2_HI, LN2_LO,
-                                                                 SQRT_HALF], np.float64)
 
 
 @_blocked
