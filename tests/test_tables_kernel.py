@@ -70,7 +70,7 @@ def test_bad_arguments_raise_instead_of_writing_out_of_bounds():
 
 
 def _numpy_path(monkeypatch, fn, *args, **kwargs):
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, np.errstate(all="ignore"):
         m.setattr(exactmath, "KERNEL", None)
         return fn(*args, **kwargs)
 
@@ -87,11 +87,13 @@ def test_exp_is_numpys_bit_for_bit(monkeypatch, terms):
     assert np.isnan(exactmath.exp(np.array([np.nan]))).all()
 
 
-def test_log_tanh_atanh_are_numpys_bit_for_bit(monkeypatch):
+def test_log_tanh_atanh_ndtr_are_numpys_bit_for_bit(monkeypatch):
     rng = np.random.default_rng(6)
     x = np.concatenate([np.exp(rng.uniform(-700, 700, 50000)), rng.uniform(0, 2, 50000),
                         [1.0, 0.5, 2.0, 1e-310, 5e-324, 1.7e308, np.sqrt(0.5)]])
     for fn, arg in ((exactmath.log, x), (exactmath.tanh, rng.normal(0, 5, 50000)),
+                    (exactmath.ndtr, np.concatenate([rng.normal(0, 10, 50000),
+                                                     [0.0, -40.0, 40.0, 1e300, -1e300]])),
                     (exactmath.atanh, rng.uniform(-1, 1, 50000))):
         got, want = fn(arg), _numpy_path(monkeypatch, fn, arg)
         assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), fn.__name__

@@ -176,6 +176,46 @@ done:
     return result;
 }
 
+static void ndtr_all(double *o, const double *x, Py_ssize_t n, const double *c) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        o[i] = ndtr(x[i], c);
+}
+
+#if HAVE_AVX2_CLONE
+__attribute__((target("avx2"))) static void ndtr_all_avx2(double *o, const double *x,
+                                                           Py_ssize_t n, const double *c) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        o[i] = ndtr(x[i], c);
+}
+#endif
+
+/* ndtr(out, t, consts): exactmath.ndtr elementwise (finite t: the caller checks) */
+static PyObject *ndtr_(PyObject *self, PyObject *args) {
+    Py_buffer out, x, cb;
+    if (!PyArg_ParseTuple(args, "w*y*y*", &out, &x, &cb))
+        return NULL;
+    PyObject *result = NULL;
+    if (out.len != x.len || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "ndtr: bad sizes");
+    } else {
+        Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_CLONE
+        if (__builtin_cpu_supports("avx2"))
+            ndtr_all_avx2((double *)out.buf, (const double *)x.buf, n, (const double *)cb.buf);
+        else
+#endif
+            ndtr_all((double *)out.buf, (const double *)x.buf, n, (const double *)cb.buf);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&cb);
+    return result;
+}
+
 /* exp(out, x, terms, consts, factorials) and log(out, x, consts, log_terms):
  * elementwise over float64 buffers of equal length */
 static PyObject *exp_(PyObject *self, PyObject *args) {
@@ -243,6 +283,7 @@ static PyObject *has_avx2(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"exp", exp_, METH_VARARGS, "exp(out, x, terms, constants, factorials): exactmath.exp."},
+    {"ndtr", ndtr_, METH_VARARGS, "ndtr(out, t, constants): exactmath.ndtr (finite t)."},
     {"log", log_, METH_VARARGS, "log(out, x, constants, log_terms): exactmath.log."},
     {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() takes its AVX2 loop here."},
     {"rows", rows, METH_VARARGS, "rows(out, offsets, scale, W, constants): Gaussian coding-table rows."},

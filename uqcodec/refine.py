@@ -79,8 +79,11 @@ def bin_edges(v, alpha):
 
 
 def _ndtr(t):
-    """P(N(0, 1) < t) with ``exactmath``'s erfc fit on NumPy's exp (refinement needs no
-    bit-exact rates, only fast ones)."""
+    """P(N(0, 1) < t) with ``exactmath``'s erfc fit: the compiled kernel's where it is
+    built (one pass), else on NumPy's exp (refinement needs no bit-exact rates, only
+    fast ones)."""
+    if exactmath.KERNEL is not None:
+        return exactmath.ndtr(t)
     return 0.5 * exactmath.erfc(-np.asarray(t, np.float64) * _SQRT_HALF, fast=True)
 
 
