@@ -47,6 +47,13 @@ def _quantize(w, b, in_shift):
     return w_int, b_int, wshift + in_shift  # accumulator units: 2^-(wshift + in_shift)
 
 
+def _vecmat(v, m):
+    """v @ m for the bounds, without BLAS: a vector-matrix product this small costs
+    milliseconds in BLAS's thread hand-offs on a busy machine (the model load runs several).
+    The products and sums are integers below 2^53, exact in any order: the same values."""
+    return (v[:, None] * m).sum(axis=0)
+
+
 class Layer:
     """Integer convolution (stride 1) or transposed convolution (stride 2), 'same'
     padding as TensorFlow's, taps (k, k, in, out) in float64 holding integers."""
@@ -68,8 +75,8 @@ class Layer:
                 taps = self.w[p::s, q::s]
                 wp = np.maximum(taps, 0).sum(axis=(0, 1))  # (in, out)
                 wn = np.minimum(taps, 0).sum(axis=(0, 1))
-                his.append(in_hi @ wp + in_lo @ wn)  # the largest accumulator
-                mags.append(np.maximum(np.abs(in_hi), np.abs(in_lo)) @ (wp - wn))
+                his.append(_vecmat(in_hi, wp) + _vecmat(in_lo, wn))  # the largest accumulator
+                mags.append(_vecmat(np.maximum(np.abs(in_hi), np.abs(in_lo)), wp - wn))
         hi, mag = np.max(his, axis=0), np.max(mags, axis=0)
         self.acc_hi = hi + self.b
         self.acc_bound = float((mag + np.abs(self.b)).max())
