@@ -81,15 +81,17 @@ def test_cli_refine(tmp_path):
     assert (tmp_path / "a.uq").exists() and "bpp" in r.stdout
     r = run_cli("decompress", str(tmp_path / "a.uq"), "-o", str(tmp_path / "b.png"))
     assert r.returncode == 0, r.stderr
-    # the refined file (the default codec at the default quality) is another file than
-    # the plain one of the same seed, decodes to the picture the CLI wrote, and has a
+    # the refined file (the refinement codec at the default quality: the default codec
+    # where its family refines, else the mean & scale set) is another file than that
+    # codec's plain one of the same seed, decodes to the picture the CLI wrote, and has a
     # lower rate + lambda * MSE (3 steps: about -1.5 % on this crop)
     x = load("kodim19_crop.png")
     refined = (tmp_path / "a.uq").read_bytes()
-    plain = uqcodec.compress(x, seed=1)
+    refine_set = zoo.default_variable(refine=True)
+    plain = uqcodec.compress(x, seed=1, model=",".join(c["name"] for c in refine_set))
     assert refined != plain
     assert uqcodec.read_header(refined).model == uqcodec.read_header(plain).model
-    lam = rateset.RateSet([codec.load(c["path"]) for c in zoo.default_variable()]).lambda_of(
+    lam = rateset.RateSet([codec.load(c["path"]) for c in refine_set]).lambda_of(
         rates.DEFAULT_QUALITY)
     after, out = _file_loss(x, refined, lam)
     before, _ = _file_loss(x, plain, lam)
