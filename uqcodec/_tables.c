@@ -1,13 +1,16 @@
-/* The Gaussian coding-table rows of version-3 and later files in one pass.
+/* uqcodec's exact table functions in one compiled pass each.
  *
- * An optional accelerator of uqcodec.entropy (the package works without it, with the same
- * bits): for each element, the CDF at the bin edges (offset + j) / scale, j = 1 - W .. W,
- * by exactly the IEEE-754 operations of uqcodec.exactmath.ndtr, in the same order, and
- * the row of 2 W + 1 bin probabilities from them as entropy._fill makes it. Built
+ * An optional accelerator of uqcodec.exactmath and uqcodec.entropy (the package works
+ * without it, with the same bits):
+ *   rows  - the Gaussian coding-table rows: for each element, the CDF at the bin edges
+ *           (offset + j) / scale, j = 1 - W .. W, and the 2 W + 1 bin probabilities from
+ *           them as entropy._fill makes them;
+ *   ndtr, exp, log - exactmath's functions elementwise.
+ * Each is exactly the IEEE-754 operations of its NumPy version, in the same order. Built
  * without FMA contraction or fast-math (setup.py), every operation is correctly rounded
- * as NumPy's are, so the rows are NumPy's bit for bit (tests/test_exactmath.py checks
- * it). The constants come from Python (exactmath.KERNEL_CONSTANTS): defined once.
- * With GCC or clang on x86-64 the loop is also compiled for AVX2, chosen at run time. */
+ * as NumPy's are, so the values are NumPy's bit for bit (tests/test_tables_kernel.py
+ * checks it). The constants come from Python (exactmath): defined once. With GCC or
+ * clang on x86-64, rows and ndtr are also compiled for AVX2, chosen at run time. */
 #ifndef Py_LIMITED_API
 #define Py_LIMITED_API 0x030B0000
 #endif
