@@ -111,10 +111,15 @@ def test_help_is_fast_and_clean():
     assert min(timed) < 1.0, timed
 
 
-def test_version_is_the_code_version():
+def test_version_is_the_code_version_and_names_the_table_kernel():
     import uqcodec
+    from uqcodec import exactmath
     r = run_cli("--version")
-    assert r.returncode == 0 and r.stdout.strip() == f"uqcodec {uqcodec.__version__}"
+    assert r.returncode == 0 and r.stdout.startswith(f"uqcodec {uqcodec.__version__} (")
+    assert ("coding tables: compiled" in r.stdout) == (exactmath.KERNEL is not None)
+    r = run_cli("--version", env={"UQCODEC_PURE_NUMPY": "1"})
+    assert r.stdout.strip() == (f"uqcodec {uqcodec.__version__} "
+                                "(coding tables: NumPy (no compiled kernel))")
 
 
 def test_quality_and_round_quantizer(encoded, tmp_path):
