@@ -121,7 +121,7 @@ def test_wheel_in_a_fresh_venv_compresses_and_decompresses(venv, tmp_path):
     where = _run([_bin(venv, "python"), "-c",
                   "import uqcodec, importlib.util as u; print(uqcodec.__file__); "
                   "print(u.find_spec('tensorflow') is None); "
-                  "from uqcodec import entropy; print(entropy.KERNEL is not None)"],
+                  "from uqcodec import exactmath; print(exactmath.KERNEL is not None)"],
                  cwd=work, env=env).stdout.split()
     assert where[0].startswith(str(venv)) and where[1] == "True"
     assert where[2] == str(_compiler())  # the wheel's table kernel loads

@@ -5,7 +5,7 @@
  *   rows  - the Gaussian coding-table rows: for each element, the CDF at the bin edges
  *           (offset + j) / scale, j = 1 - W .. W, and the 2 W + 1 bin probabilities from
  *           them as entropy._fill makes them;
- *   ndtr, exp, log - exactmath's functions elementwise.
+ *   elementwise - exactmath's ndtr, exp and log, elementwise.
  * Each is exactly the IEEE-754 operations of its NumPy version, in the same order. Built
  * without FMA contraction or fast-math (setup.py), every operation is correctly rounded
  * as NumPy's are, so the values are NumPy's bit for bit (tests/test_tables_kernel.py
@@ -179,36 +179,57 @@ done:
     return result;
 }
 
-static void ndtr_all(double *o, const double *x, Py_ssize_t n, const double *c) {
-    for (Py_ssize_t i = 0; i < n; i++)
+#define NDTR_LOOP                                                                      \
+    for (Py_ssize_t i = 0; i < n; i++)                                                 \
         o[i] = ndtr(x[i], c);
-}
+
+static void ndtr_all(double *o, const double *x, Py_ssize_t n, const double *c) { NDTR_LOOP }
 
 #if HAVE_AVX2_CLONE
 __attribute__((target("avx2"))) static void ndtr_all_avx2(double *o, const double *x,
                                                            Py_ssize_t n, const double *c) {
-    for (Py_ssize_t i = 0; i < n; i++)
-        o[i] = ndtr(x[i], c);
+    NDTR_LOOP
 }
 #endif
 
-/* ndtr(out, t, consts): exactmath.ndtr elementwise (finite t: the caller checks) */
-static PyObject *ndtr_(PyObject *self, PyObject *args) {
-    Py_buffer out, x, cb;
-    if (!PyArg_ParseTuple(args, "w*y*y*", &out, &x, &cb))
+enum { KIND_NDTR = 0, KIND_EXP = 1, KIND_LOG = 2 };
+
+/* elementwise(out, x, kind, consts, table, terms): one of exactmath's functions over
+ * float64 buffers of equal length: ndtr (KIND_NDTR; finite x, the caller checks; table
+ * unused), exp (KIND_EXP; table = 1/k!, ``terms`` Taylor terms) or log (KIND_LOG; table =
+ * its 13 series coefficients) */
+static PyObject *elementwise(PyObject *self, PyObject *args) {
+    Py_buffer out, x, cb, tb;
+    int kind, terms;
+    if (!PyArg_ParseTuple(args, "w*y*iy*y*i", &out, &x, &kind, &cb, &tb, &terms))
         return NULL;
     PyObject *result = NULL;
-    if (out.len != x.len || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "ndtr: bad sizes");
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t tn = tb.len / (Py_ssize_t)sizeof(double);
+    int ok = out.len == x.len && cb.len == NCONST * (Py_ssize_t)sizeof(double)
+             && (kind == KIND_NDTR || (kind == KIND_EXP && terms >= 0 && terms < tn)
+                 || (kind == KIND_LOG && tn == 13));
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "elementwise: bad kind or sizes");
     } else {
-        Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
+        double *o = (double *)out.buf;
+        const double *xi = (const double *)x.buf, *c = (const double *)cb.buf,
+                     *t = (const double *)tb.buf;
         Py_BEGIN_ALLOW_THREADS
+        if (kind == KIND_NDTR) {
 #if HAVE_AVX2_CLONE
-        if (__builtin_cpu_supports("avx2"))
-            ndtr_all_avx2((double *)out.buf, (const double *)x.buf, n, (const double *)cb.buf);
-        else
+            if (__builtin_cpu_supports("avx2"))
+                ndtr_all_avx2(o, xi, n, c);
+            else
 #endif
-            ndtr_all((double *)out.buf, (const double *)x.buf, n, (const double *)cb.buf);
+                ndtr_all(o, xi, n, c);
+        } else if (kind == KIND_EXP) {
+            for (Py_ssize_t i = 0; i < n; i++)
+                o[i] = exp_terms(xi[i], t, terms, c);
+        } else {
+            for (Py_ssize_t i = 0; i < n; i++)
+                o[i] = log_exact(xi[i], t, c);
+        }
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
@@ -216,63 +237,7 @@ static PyObject *ndtr_(PyObject *self, PyObject *args) {
     PyBuffer_Release(&out);
     PyBuffer_Release(&x);
     PyBuffer_Release(&cb);
-    return result;
-}
-
-/* exp(out, x, terms, consts, factorials) and log(out, x, consts, log_terms):
- * elementwise over float64 buffers of equal length */
-static PyObject *exp_(PyObject *self, PyObject *args) {
-    Py_buffer out, x, cb, fb;
-    int terms;
-    if (!PyArg_ParseTuple(args, "w*y*iy*y*", &out, &x, &terms, &cb, &fb))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
-    if (out.len != x.len || terms < 0 || (Py_ssize_t)sizeof(double) * (terms + 1) > fb.len
-            || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "exp: bad sizes");
-    } else {
-        double *o = (double *)out.buf;
-        const double *xi = (const double *)x.buf, *c = (const double *)cb.buf,
-                     *f = (const double *)fb.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++)
-            o[i] = exp_terms(xi[i], f, terms, c);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
-    }
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&cb);
-    PyBuffer_Release(&fb);
-    return result;
-}
-
-static PyObject *log_(PyObject *self, PyObject *args) {
-    Py_buffer out, x, cb, lb;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*", &out, &x, &cb, &lb))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(double);
-    if (out.len != x.len || lb.len != 13 * (Py_ssize_t)sizeof(double)
-            || cb.len != NCONST * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "log: bad sizes");
-    } else {
-        double *o = (double *)out.buf;
-        const double *xi = (const double *)x.buf, *c = (const double *)cb.buf,
-                     *lg = (const double *)lb.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++)
-            o[i] = log_exact(xi[i], lg, c);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
-    }
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&cb);
-    PyBuffer_Release(&lb);
+    PyBuffer_Release(&tb);
     return result;
 }
 
@@ -285,10 +250,9 @@ static PyObject *has_avx2(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"exp", exp_, METH_VARARGS, "exp(out, x, terms, constants, factorials): exactmath.exp."},
-    {"ndtr", ndtr_, METH_VARARGS, "ndtr(out, t, constants): exactmath.ndtr (finite t)."},
-    {"log", log_, METH_VARARGS, "log(out, x, constants, log_terms): exactmath.log."},
-    {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() takes its AVX2 loop here."},
+    {"elementwise", elementwise, METH_VARARGS,
+     "elementwise(out, x, kind, constants, table, terms): exactmath's ndtr (0), exp (1), log (2)."},
+    {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() and ndtr take their AVX2 loops here."},
     {"rows", rows, METH_VARARGS, "rows(out, offsets, scale, W, constants): Gaussian coding-table rows."},
     {NULL, NULL, 0, NULL}};
 

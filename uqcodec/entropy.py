@@ -44,7 +44,14 @@ def rate_gain(rate):
     return float(exactmath.exp(np.array([LOG_SCALE_STEP * (rate / RATE_DIV)]))[0])
 
 
-KERNEL = exactmath.KERNEL  # the compiled table kernel, or None (NumPy: the same rows)
+
+def _kernel_for(off):
+    """The compiled table kernel for rows of these offsets: ``exactmath.KERNEL`` when it
+    is built and every offset is finite, else None (NumPy computes the same rows)."""
+    kernel = exactmath.KERNEL
+    return kernel if kernel is not None and np.isfinite(off).all() else None
+
+
 LEGACY_SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 TAIL_MASS = 1e-7     # factorized tables cover all but this much mass (+ margin)
 ROUND_ROW = DITHER_LEVELS  # table row for plain rounding (u = 0)
@@ -295,7 +302,7 @@ class GaussianCoder:
         if self.exact:
             off = self._offsets(mean, c, u)
             return self._exact_tables([(idx[0], W, np.arange(len(mean)))], off,
-                                      KERNEL if np.isfinite(off).all() else None)[0]
+                                      _kernel_for(off))[0]
         else:
             d = np.arange(-W, W + 2, dtype=np.float64) - 0.5
             edges = Q.soft_round_inverse((c + u)[:, None] + d[None, :], self.alpha, self.fm)
@@ -319,7 +326,7 @@ class GaussianCoder:
         """Version 3: the rows of each group (scale index, W, elements) of ``groups``,
         from the elements' offsets ``off``. Every CDF value is the same elementwise
         sequence of operations as ever: in one compiled pass per group with ``kernel``
-        (``KERNEL``; finite offsets only), else with NumPy, in blocks of about
+        (``_kernel_for(off)``), else with NumPy, in blocks of about
         CACHE_ENTRIES that stay in the CPU's cache (the rows of a large group in several
         blocks, small groups together in one), so neither wide rows nor many small groups
         cost more per entry than a photo's tables."""
@@ -386,7 +393,7 @@ class GaussianCoder:
                 size += entries
             if unit:
                 units.append(unit)
-            kernel = KERNEL if np.isfinite(off).all() else None
+            kernel = _kernel_for(off)
             work = lambda unit: self._exact_tables(unit, off, kernel)  # noqa: E731
         else:
             units = [[g] for g in groups]

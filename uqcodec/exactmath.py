@@ -90,9 +90,14 @@ _KERNEL_FACTORIALS = np.array(_INV_FACTORIAL, np.float64)
 _KERNEL_LOG = np.array(_LOG_COEFFS, np.float64)
 
 
-def _kernel_apply(fn, x, *args):
-    out = np.empty(x.shape, np.float64)
-    fn(out, np.ascontiguousarray(x, np.float64), *args)
+_NDTR, _EXP, _LOG = 0, 1, 2  # the kernel's ``kind`` of elementwise function
+
+
+def _kernel_apply(kind, x, table=KERNEL_CONSTANTS, terms=0):
+    """One of the kernel's elementwise functions of ``x``, in a new float64 array."""
+    out = np.empty(np.shape(x), np.float64)
+    KERNEL.elementwise(out, np.ascontiguousarray(x, np.float64), kind, KERNEL_CONSTANTS,
+                       table, terms)
     return out
 
 
@@ -100,7 +105,7 @@ def _kernel_apply(fn, x, *args):
 def exp(x, terms=_EXP_TERMS):
     """e^x; ``terms`` Taylor terms after range reduction (9 give about 1e-11)."""
     if KERNEL is not None:
-        return _kernel_apply(KERNEL.exp, x, terms, KERNEL_CONSTANTS, _KERNEL_FACTORIALS)
+        return _kernel_apply(_EXP, x, _KERNEL_FACTORIALS, terms)
     x = np.minimum(np.maximum(np.asarray(x, np.float64), -745.0), 709.0)
     n = np.floor(x * INV_LN2 + 0.5)
     r = x - n * LN2_HI
@@ -116,7 +121,7 @@ def exp(x, terms=_EXP_TERMS):
 def log(x):
     """Natural logarithm of x > 0."""
     if KERNEL is not None:
-        return _kernel_apply(KERNEL.log, x, KERNEL_CONSTANTS, _KERNEL_LOG)
+        return _kernel_apply(_LOG, x, _KERNEL_LOG)
     m, e = np.frexp(np.asarray(x, np.float64))  # x = m 2^e, m in [1/2, 1)
     small = m < SQRT_HALF
     m = np.where(small, m * 2.0, m)
@@ -165,5 +170,5 @@ def ndtr(t):
     """P(N(0,1) < t); relative accuracy 1.2e-7 in the lower tail (callers pass -|t|)."""
     t = np.asarray(t, np.float64)
     if KERNEL is not None and np.isfinite(t).all():
-        return _kernel_apply(KERNEL.ndtr, t, KERNEL_CONSTANTS)
+        return _kernel_apply(_NDTR, t)
     return 0.5 * erfc(-t * SQRT_HALF)
