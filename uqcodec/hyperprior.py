@@ -42,6 +42,9 @@ class Hyperprior(InferenceModel):
             LC.GaussianConditionalLatentCodec(rounding))
 
     def build_analysis(self):
+        return E.Transform(self.analysis_graph(), self.M)
+
+    def analysis_graph(self):
         w, g = self.weights, Graph(3)
         E.gdn_analysis(g, w, "analysis")
         if self._gain != 1.0:
@@ -51,7 +54,7 @@ class Hyperprior(InferenceModel):
             E.conv(g, w, "bypass_analysis/bypass", self.bypass, src="x")
             E.scale(g, BYPASS_IN_SCALE)
             E.add(g, main, g.last)
-        return E.Transform(g, self.M)
+        return g
 
     def build_synthesis(self):
         return E.Transform(self.synthesis_graph(), 3)
