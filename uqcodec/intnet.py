@@ -105,22 +105,62 @@ class Layer:
             acc = acc.reshape(H, W, -1)
         return (acc + self.b).astype(np.int64)
 
-    def accumulate_at(self, a, positions):
+    def accumulate_at(self, a, positions, w=None):
         """The accumulators of a stride-1 convolution at the (row, column) ``positions``
         (a boolean (H, W) mask) only: (P, out) in C order of the positions, the same
-        integers as ``accumulate(a)[positions]`` (each output sums the same products)."""
+        integers as ``accumulate(a)[positions]`` (each output sums the same products), as
+        float64 (exact: ``acc_bound``). ``w``: the taps of ``a``'s channels when ``a``
+        holds only some of the layer's inputs (the others zeros, whose products are 0)."""
         assert not self.transpose
+        w = self.w if w is None else w
         H, W, C = a.shape
         k = self.k
         pad = (k - 1) // 2
-        rows, cols = np.nonzero(positions)
         x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
-        patches = np.empty((len(rows), k, k, C))
-        for p in range(k):
-            for q in range(k):
-                patches[:, p, q] = x[rows + p, cols + q]
-        acc = patches.reshape(len(rows), -1) @ self.w.reshape(-1, self.w.shape[-1])
-        return (acc + self.b).astype(np.int64)
+        half = _checkerboard_half(positions)
+        if half is None:
+            rows, cols = np.nonzero(positions)
+            patches = np.empty((len(rows), k, k, C))
+            for p in range(k):
+                for q in range(k):
+                    patches[:, p, q] = x[rows + p, cols + q]
+        else:  # one half of a checkerboard: every other column, strided copies
+            patches = np.empty((H, W // 2, k, k, C))
+            for r in range(min(2, H)):
+                n, c0 = len(range(r, H, 2)), (r + half) % 2  # its rows, its first column
+                for p in range(k):
+                    for q in range(k):
+                        patches[r::2, :, p, q] = x[r + p:r + p + 2 * n - 1:2,
+                                                   c0 + q:c0 + q + W - 1:2]
+        acc = patches.reshape(-1, k * k * C) @ w.reshape(-1, w.shape[-1])
+        return acc + self.b
+
+
+def _checkerboard_half(positions):
+    """0 if ``positions`` is the checkerboard's anchors ((row + column) even), 1 if the
+    other half, None if neither (or an odd width: rows of unequal lengths)."""
+    H, W = positions.shape
+    if W % 2 or not H:
+        return None
+    half = 0 if positions[0, 0] else 1
+    anchors = (np.add.outer(np.arange(H), np.arange(W)) % 2) == 0
+    return half if np.array_equal(positions, anchors if half == 0 else ~anchors) else None
+
+
+class OnGrid:
+    """An input of ``IntNet.at`` already clamped to its range and on the input grid
+    (``to_grid``), so it is used as it is (a codec keeps its decoded parts this way
+    instead of clamping and rounding them again for every later part)."""
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+
+def to_grid(x, lo, hi):
+    """An input clamped to [lo, hi] and rounded to 2^-IN_BITS, in grid units (what
+    ``IntNet`` does to each input, element by element)."""
+    return np.rint(np.ldexp(np.clip(np.asarray(x, np.float64), lo, hi), IN_BITS))
 
 
 class IntNet:
@@ -169,9 +209,8 @@ class IntNet:
                 raise ValueError("integer network exceeds the exact range of float64")
 
     def _input(self, inputs):
-        a = np.concatenate([np.clip(np.asarray(x, np.float64), lo, hi)
-                            for x, lo, hi in zip(inputs, self.lo, self.hi)], axis=-1)
-        return np.rint(np.ldexp(a, IN_BITS))
+        return np.concatenate([to_grid(x, lo, hi) for x, lo, hi in zip(inputs, self.lo, self.hi)],
+                              axis=-1)
 
     def __call__(self, *inputs):
         """Float inputs (H, W, C_i) -> int64 outputs (H', W', C_out)."""
@@ -185,15 +224,41 @@ class IntNet:
         """The outputs at the (row, column) ``positions`` only (a boolean (H, W) mask):
         (P, C_out) int64 in C order of the positions, equal to ``self(*inputs)[positions]``,
         for a network whose first layer is a stride-1 convolution and whose later layers
-        are 1x1 (a context network): the other positions are never computed."""
+        are 1x1 (a context network): the other positions are never computed.
+
+        An input may be ``OnGrid`` (already on the grid: used as it is) or None (all
+        zeros, whose range holds 0: its products are zeros, so they are skipped). The
+        accumulators stay in float64, each layer's rounding shift is ``floor(acc 2^-s +
+        1/2)`` there: exact, the same integers as the int64 shifts of ``__call__``."""
         layers = self.layers + [self.last]
         if any(layer.transpose for layer in layers) or any(layer.k != 1 for layer in layers[1:]):
             raise ValueError("IntNet.at needs a stride-1 first layer and 1x1 layers after it")
-        acc = layers[0].accumulate_at(self._input(inputs), positions)
+        parts, kept = [], []
+        for i, (x, lo, hi) in enumerate(zip(inputs, self.lo, self.hi)):
+            if x is None:
+                if not (np.all(lo <= 0) and np.all(hi >= 0)):
+                    raise ValueError("a zero input outside its range")
+                continue
+            parts.append(x.a if isinstance(x, OnGrid) else to_grid(x, lo, hi))
+            kept.append(i)
+        a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        acc = layers[0].accumulate_at(a, positions, self._first_taps(tuple(kept)))
         for i, layer in enumerate(layers[1:]):  # shift, ReLU, the next 1x1 layer
-            a = np.maximum(_round_shift_vec(acc, self.shifts[i]), 0).astype(np.float64)
-            acc = (a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b).astype(np.int64)
-        return _round_shift_vec(acc, self.last.acc_shift)
+            a = np.maximum(_round_shift_f(acc, self.shifts[i]), 0.0)
+            acc = a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b
+        return _round_shift_f(acc, self.last.acc_shift).astype(np.int64)
+
+    def _first_taps(self, kept):
+        """The first layer's taps of the inputs ``kept`` (indices into the inputs)."""
+        if len(kept) == len(self.lo):
+            return None
+        cache = self.__dict__.setdefault("_taps", {})
+        if kept not in cache:
+            edges = np.cumsum([0] + [np.size(hi) for hi in self.hi])
+            rows = np.concatenate([np.arange(edges[i], edges[i + 1]) for i in kept])
+            cache[kept] = np.ascontiguousarray(self.layers[0].w[:, :, rows] if self.layers
+                                               else self.last.w[:, :, rows])
+        return cache[kept]
 
 
 def _round_shift_vec(acc, shift):
@@ -206,5 +271,6 @@ def _round_shift_vec(acc, shift):
 
 
 def _round_shift_f(x, shift):
-    """The same rounding on exact integers held in float64 (bounds only)."""
+    """The same rounding on exact integers held in float64 (below 2^53): x 2^-s is exact
+    (a power of two), and so is adding 1/2 (its bits reach from 2^(52-s) down to 2^-s)."""
     return np.floor(np.ldexp(np.asarray(x, np.float64), ldexp_exponent(-np.asarray(shift))) + 0.5)

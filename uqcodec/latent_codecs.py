@@ -219,38 +219,45 @@ class ContextLatentCodec:
         M = out.shape[-1] // 2
         return out[..., :M], np.maximum(out[..., M:], 0)
 
-    def _params(self, g, sl, pos, second, mean_index, scale_index, y_dec):
+    def _params(self, g, sl, pos, second, mean_index, scale_index, grid):
         """Mean index and scale index of group ``g`` (channels ``sl``) for one half, at its
         positions ``pos`` only: (P, n) each, positions in C order (the network is evaluated
-        there only: ``IntNet.at``)."""
-        top = np.minimum(scale_index[..., :sl.stop], K.SCALE_LEVELS - 1)
+        there only: ``IntNet.at``). ``grid``: the decoded elements' context inputs on the
+        networks' input grid (``_to_grid``), zeros elsewhere."""
+        top = np.minimum(scale_index[..., sl], K.SCALE_LEVELS - 1)
         # the network sees the log-scale on the grid (training clips it to the same range)
-        log_scale = K.LOG_SCALE_MIN + top[..., sl] * K.LOG_SCALE_STEP
-        if self.residual:
-            # (y - mean) / scale: IEEE operations on exact values (the same everywhere);
-            # only decoded elements are read (the others are masked below)
-            ctx = ((y_dec[..., :sl.stop] - mean_index[..., :sl.stop] * K.MEAN_STEP)
-                   / entropy.SCALES[top])
-            ins = [log_scale]
-        else:
-            ctx = y_dec[..., :sl.stop] / K.CONTEXT_DIV
-            ins = [mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV, log_scale]
+        ins = [K.LOG_SCALE_MIN + top * K.LOG_SCALE_STEP]
+        if not self.residual:
+            ins.insert(0, mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV)
         if sl.start:
-            ins.append(ctx[..., :sl.start])
+            ins.append(intnet.OnGrid(grid[..., :sl.start]))
         if self.checkerboard:
-            part = ctx[..., sl]
-            # the second half sees the group's anchors: the only decoded part of it so far
-            ins += [np.where(anchors(*part.shape[:2])[..., None], part, 0.0) if second
-                    else np.zeros_like(part),
-                    np.full(part.shape[:2] + (1,), 1.0 if second else 0.0)]
+            # the second half sees the group's anchors (the only decoded part of it so far)
+            # and the flag 1; the first half zeros for both (skipped)
+            ins += ([intnet.OnGrid(grid[..., sl]), np.ones(grid.shape[:2] + (1,))] if second
+                    else [None, None])
         out = self.nets[g].at(pos, *ins)
         n = sl.stop - sl.start
         d_mean = out[:, :n]
         if self.residual:  # scale x correction x MEAN_GRID: one rounding of exact values
-            d_mean = np.rint(entropy.SCALES[top[..., sl][pos]] * d_mean
+            d_mean = np.rint(entropy.SCALES[top[pos]] * d_mean
                              * (K.MEAN_GRID / K.CONTEXT_RESIDUAL_GRID)).astype(np.int64)
         return (mean_index[..., sl][pos] + d_mean,
                 np.clip(scale_index[..., sl][pos] + out[:, n:], 0, K.SCALE_LEVELS - 1))
+
+    def _to_grid(self, grid, v, where, mean_index, scale_index):
+        """Put the decoded values ``v`` (P, n) of one part (``where``: positions, channels)
+        into ``grid`` as the later parts' networks see them: residual, (y - mean) / scale
+        (IEEE operations on exact values: the same everywhere; the hyper-synthesis' mean
+        and scale); raw, y / CONTEXT_DIV; clamped to [-CONTEXT_CLAMP, CONTEXT_CLAMP] (the
+        range ``context.py`` declares for these inputs) and on the input grid."""
+        pos, sl = where
+        if self.residual:
+            top = np.minimum(scale_index[..., sl][pos], K.SCALE_LEVELS - 1)
+            ctx = (v - mean_index[..., sl][pos] * K.MEAN_STEP) / entropy.SCALES[top]
+        else:
+            ctx = v / K.CONTEXT_DIV
+        grid[..., sl][pos] = intnet.to_grid(ctx, -K.CONTEXT_CLAMP, K.CONTEXT_CLAMP)
 
     def _code(self, y_shape, mean_index, scale_index, dither, quantizer, rate, step,
               encoding):
@@ -260,9 +267,9 @@ class ContextLatentCodec:
         gain = entropy.rate_gain(rate) if rate else 1.0
         spent, elements = 0.0, int(np.prod(y_shape))
         u_all = dither.continuous(y_shape) if quantizer == "uq" else np.zeros(y_shape)
-        y_dec = np.zeros(y_shape)
+        y_dec, grid = np.zeros(y_shape), np.zeros(y_shape)
         for g, sl, pos, second in self._parts(y_shape):
-            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, y_dec)
+            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, grid)
             mean_q = mi.ravel() * K.MEAN_STEP
             if gain != 1.0:
                 mean_q = mean_q * gain
@@ -272,7 +279,9 @@ class ContextLatentCodec:
             spent = self.gaussian.at_rate(rate).check_work(idx, encoding, elements, spent)
             d = step((pos, sl), mean_q, idx, c, u)
             v = self.rounding.decoder_input(c + d + u)
-            y_dec[..., sl][pos] = (v / gain if rate else v).reshape(-1, sl.stop - sl.start)
+            v = (v / gain if rate else v).reshape(-1, sl.stop - sl.start)
+            y_dec[..., sl][pos] = v
+            self._to_grid(grid, v, (pos, sl), mean_index, scale_index)
         return y_dec
 
     def encode(self, latents, dither, quantizer, esc, rate=0):
