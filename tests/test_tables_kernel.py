@@ -40,6 +40,12 @@ def test_rows_are_numpys_bit_for_bit(simd):
                                                           -1.0, 40.0, -900.0, 1e6]])
         got, want = kernel_rows(off, scale, W, simd), numpy_rows(off, scale, W)
         assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), scale
+    # the kernel takes elements in blocks of 8: counts below, at and just past one block
+    off = rng.uniform(-1.5, 1.5, 17)
+    for n in (1, 5, 8, 9, 17):
+        for W in (1, 3, 4):
+            got, want = kernel_rows(off[:n], 0.7, W, simd), numpy_rows(off[:n], 0.7, W)
+            assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), (n, W)
 
 
 def test_rows_of_a_coder_match_with_and_without_the_kernel():
