@@ -215,6 +215,7 @@ def stage_profile(name, files):
     wrap(imageio, "read_image", "png_read")
     wrap(imageio, "png_bytes", "png_write")
     wrap(intnet.IntNet, "__call__", "intnet")
+    wrap(intnet.IntNet, "at", "intnet")  # the context networks
     wrap(entropy.GaussianCoder, "_exact_tables", "tables")
     wrap(entropy.GaussianCoder, "encode", "range")
     wrap(entropy.GaussianCoder, "decode", "range")
