@@ -174,8 +174,10 @@ class Codec:
     def synthesize(self, y_dec, height, width):
         """Decoder input of y -> HxWx3 uint8."""
         x = self._timed(self.family.synthesis, y_dec)[:height, :width]
-        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)  # garbage in, no warnings out
-        return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        # garbage in, no warnings out: clipped before the scaling, which huge values would
+        # overflow (the same bytes as clipping after it)
+        x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return np.rint(x * 255.0).astype(np.uint8)
 
     # --- rate of a variable-rate model ---------------------------------------------
     @property
