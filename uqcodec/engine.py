@@ -174,12 +174,20 @@ class Transform:
 
     def __init__(self, graph, out_channels):
         self.session, self.run_options = session(graph, out_channels)
+        import onnxruntime as ort
+        self.band_options = ort.RunOptions()
+        self.band_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.input = self.session.get_inputs()[0].name
         self.up, self.down, self.halo = _band_geometry(getattr(graph, "geometry", []))
 
-    def _run(self, x):
+    def _run(self, x, band=False):
+        """``band``: one band of a banded run; the arena gives its free memory back after
+        it (bands differ in height at the image's edges, and an arena that keeps its
+        blocks grows with each new size: a banded 1100 x 1100 tile decoded in 674 MB
+        against 596 MB in default tiles)."""
         x = np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1)[None])
-        out = self.session.run(None, {self.input: x}, self.run_options)[0]
+        opts = self.band_options if band else self.run_options
+        out = self.session.run(None, {self.input: x}, opts)[0]
         return out[0].transpose(1, 2, 0)
 
     def __call__(self, x):
@@ -204,10 +212,10 @@ class Transform:
             b = min(coarse_h, a + rows)
             a0, b0 = max(0, a - halo), min(coarse_h, b + halo)
             if up > 1:  # x is the coarse side: output rows are `ratio` times finer
-                part = self._run(x[a0:b0])[(a - a0) * ratio:(b - a0) * ratio]
+                part = self._run(x[a0:b0], True)[(a - a0) * ratio:(b - a0) * ratio]
                 at = slice(a * ratio, b * ratio)
             else:  # x is the fine side
-                part = self._run(x[a0 * down:b0 * down])[a - a0:b - a0]
+                part = self._run(x[a0 * down:b0 * down], True)[a - a0:b - a0]
                 at = slice(a, b)
             if out is None:
                 out = np.empty((coarse_h * (ratio if up > 1 else 1),) + part.shape[1:],
