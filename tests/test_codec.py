@@ -135,6 +135,63 @@ def test_tiles_have_their_own_dither(family):
     np.testing.assert_array_equal(sinfo["reconstruction"], info["reconstruction"][:, :64])
 
 
+def test_tiles_coded_one_ahead_give_the_same_file_and_pixels(family, monkeypatch):
+    """With several tiles the next tile's analysis (encoder) or entropy decoding (decoder)
+    runs in another thread while this one is coded or synthesized: the same bytes and
+    pixels as one tile after the other."""
+    import threading
+    from uqcodec import codec
+    x = np.ascontiguousarray(np.tile(load("kodim05_crop.png"), (2, 2, 1))[:192, :320])
+    ahead = uqcodec.compress(x, model=family, seed=3, tile=64)
+    seen = set()
+    real = codec._ahead
+
+    def spy(items, count):  # the real pipeline, noting the threads it runs in
+        for item in real(items, count):
+            seen.update(t.name for t in threading.enumerate())
+            yield item
+    monkeypatch.setattr(codec, "_ahead", spy)
+    out = uqcodec.decompress(ahead)
+    assert "uqcodec-tiles" in seen
+
+    def one_by_one(items, count):
+        yield from items
+    monkeypatch.setattr(codec, "_ahead", one_by_one)
+    assert uqcodec.compress(x, model=family, seed=3, tile=64) == ahead
+    np.testing.assert_array_equal(uqcodec.decompress(ahead), out)
+
+
+def test_the_thread_ahead_hands_over_items_and_errors_in_order_and_stops():
+    """``codec._ahead``: a tile's error (a corrupted stream) reaches the caller after the
+    tiles before it, in the caller's thread; a caller that stops early (an error in its
+    own work, Ctrl-C) stops the producer after at most two more items."""
+    import threading
+    from uqcodec import codec
+
+    def alive():
+        return [t for t in threading.enumerate() if t.name == "uqcodec-tiles"]
+
+    def failing():
+        yield 1
+        yield 2
+        raise uqcodec.CodecError("corrupted file (tile 3)")
+    got = []
+    with pytest.raises(uqcodec.CodecError, match="tile 3"):
+        for item in codec._ahead(failing(), 5):
+            got.append(item)
+    assert got == [1, 2] and not alive()
+    produced = []
+
+    def many():
+        for i in range(100):
+            produced.append(i)
+            yield i
+    items = codec._ahead(many(), 100)
+    assert next(items) == 0
+    items.close()
+    assert len(produced) <= 3 and not alive()
+
+
 @pytest.mark.parametrize("tile", [0, 32, 100, 4096])
 def test_bad_tile_sizes(tile):
     with pytest.raises(uqcodec.CodecError, match="tile size"):

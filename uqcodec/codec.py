@@ -11,6 +11,10 @@ independent tiles, each with its own dither and streams:
    rebuilds the encoder's tables on any machine;
 3. synthesis, crop, clip, round to 8 bits.
 
+With several tiles, one tile's transform overlaps the next tile's exact entropy coding
+(``_ahead``: the analysis of tile i + 1 runs while tile i is coded; tile i + 1 is
+decoded while tile i is synthesized); the bytes and pixels are the same.
+
 Which model and rate parameter code an image (qualities, rate sets, the target
 search) is ``rateset.py``'s business.
 
@@ -18,6 +22,7 @@ Version-1/2 files (written before the exact entropy path) are decoded by
 ``training/legacy.py``, which imports TensorFlow: they decode where they were written.
 """
 import atexit
+import contextlib
 import functools
 import hashlib
 import io
@@ -49,6 +54,54 @@ def load(path):
         if path not in _cache:
             _cache[path] = Codec(path)
         return _cache[path]
+
+
+def _ahead(items, count):
+    """Iterate ``items`` (``count`` of them) with their work done one item ahead in another
+    thread, so that it overlaps the caller's work on the item before (a tile's exact
+    entropy coding, mostly one core of NumPy, against another tile's transform on the
+    inference engine). Items and exceptions arrive in order; closed early (``close``), the
+    producer stops after its current item. Fewer than two items: no thread."""
+    if count < 2:
+        yield from items
+        return
+    import queue
+    q, stop = queue.Queue(maxsize=1), threading.Event()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _END))
+        except BaseException as e:  # noqa: B902 (handed to the caller, raised there)
+            put((False, e))
+
+    worker = threading.Thread(target=produce, name="uqcodec-tiles", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+_END = object()
 
 
 def fingerprint(weights_bytes):
@@ -226,19 +279,18 @@ class Codec:
         container.check_size(h, w)
         streams, bits_total = [], 0.0
         recon = np.empty((h, w, 3), np.uint8) if reconstruct else None
-        for i, (t, l, th, tw) in enumerate(container.tile_grid(h, w, tile)):
-            part = rgb[t:t + th, l:l + tw]
-            lat = latents[i] if latents is not None else self.analyze(part)
-            if refine:
-                lat = self._refine(part, lat, quantizer, (refine, seed, i, progress), rate,
-                                   lmbda)
-            esc = entropy.EscapeWriter()
-            s, bits, y_dec = self.family.encode(lat, Q.Dither(seed, i, container.VERSION),
-                                                quantizer, esc, rate)
-            streams += s + [bytes(esc.buf)]
-            bits_total += bits
-            if reconstruct:
-                recon[t:t + th, l:l + tw] = self.synthesize(y_dec, th, tw)
+        grid = list(container.tile_grid(h, w, tile))
+        analyzed = (lat for lat in latents) if latents is not None else _ahead(
+            (self.analyze(rgb[t:t + th, l:l + tw]) for t, l, th, tw in grid), len(grid))
+        with contextlib.closing(analyzed):
+            for i, (t, l, th, tw) in enumerate(grid):
+                streams_i, bits, recon_i = self._encode_tile(
+                    rgb[t:t + th, l:l + tw], next(analyzed), seed, i, quantizer, refine,
+                    progress, rate, lmbda, reconstruct)
+                streams += streams_i
+                bits_total += bits
+                if reconstruct:
+                    recon[t:t + th, l:l + tw] = recon_i
         header = container.Header(self.name, self.fingerprint, quantizer, h, w, mode,
                                   int(seed), [len(s) for s in streams], tile, rate=int(rate))
         info = {"rate_bits": bits_total, "tiles": container.tile_count(h, w, tile),
@@ -246,6 +298,18 @@ class Codec:
         if reconstruct:
             info["reconstruction"] = recon
         return container.pack(header, streams), info
+
+    def _encode_tile(self, part, lat, seed, i, quantizer, refine, progress, rate, lmbda,
+                     reconstruct):
+        """Tile ``i`` (its pixels and latents) -> (its streams, bits, reconstruction)."""
+        if refine:
+            lat = self._refine(part, lat, quantizer, (refine, seed, i, progress), rate, lmbda)
+        esc = entropy.EscapeWriter()
+        s, bits, y_dec = self.family.encode(lat, Q.Dither(seed, i, container.VERSION),
+                                            quantizer, esc, rate)
+        th, tw = part.shape[:2]
+        recon = self.synthesize(y_dec, th, tw) if reconstruct else None
+        return s + [bytes(esc.buf)], bits, recon
 
     def tile_latents(self, rgb, tile=container.DEFAULT_TILE):
         """The latents of every tile (what ``encode`` would compute), for ``latents=``."""
@@ -285,8 +349,10 @@ class Codec:
             raise CodecError(f"file has rate parameter {header.rate}, but model {self.name} "
                              "has a fixed rate")
         out = np.empty((header.height, header.width, 3), np.uint8)
-        for (t, l, th, tw), y_dec in self.decode_latents(header, streams):
-            out[t:t + th, l:l + tw] = self.synthesize(y_dec, th, tw)
+        with contextlib.closing(_ahead(self.decode_latents(header, streams),
+                                       len(header.tiles))) as tiles:
+            for (t, l, th, tw), y_dec in tiles:
+                out[t:t + th, l:l + tw] = self.synthesize(y_dec, th, tw)
         return out
 
     def decode_latents(self, header, streams):
