@@ -23,7 +23,8 @@ model's float weights by fixed rules, with no data and no stored calibration:
 
 Products and sums are taken in float64 (BLAS) on integers: exact in any order
 while every partial sum stays below 2^53, which ``check_bounds`` asserts from the
-same interval bounds. Shifts and rounding are done in int64.
+same interval bounds. The rounding shifts are exact in float64 too (``_round_shift_f``);
+the outputs are int64.
 """
 import numpy as np
 
@@ -80,14 +81,18 @@ class Layer:
         hi, mag = np.max(his, axis=0), np.max(mags, axis=0)
         self.acc_hi = hi + self.b
         self.acc_bound = float((mag + np.abs(self.b)).max())
+        if transpose:  # (in, k k out): every tap's products of an input position in one row
+            self._taps_by_input = np.ascontiguousarray(
+                self.w.transpose(2, 0, 1, 3).reshape(self.w.shape[2], -1))
 
     def accumulate(self, a):
-        """(H, W, in) integer activations -> (H', W', out) exact integer accumulators."""
+        """(H, W, in) integer activations -> (H', W', out) exact integer accumulators
+        (float64: exact, ``acc_bound``)."""
         H, W, C = a.shape
         k = self.k
         if self.transpose:
             s, pad = 2, (k - 2) // 2
-            cols = a.reshape(H * W, C) @ self.w.transpose(2, 0, 1, 3).reshape(C, -1)
+            cols = a.reshape(H * W, C) @ self._taps_by_input
             cols = cols.reshape(H, W, k, k, -1)
             full = np.zeros(((H - 1) * s + k, (W - 1) * s + k, cols.shape[-1]))
             for p in range(k):
@@ -103,7 +108,7 @@ class Layer:
                     patches[:, :, p, q] = x[p:p + H, q:q + W]
             acc = (patches.reshape(H * W, -1) @ self.w.reshape(-1, self.w.shape[-1]))
             acc = acc.reshape(H, W, -1)
-        return (acc + self.b).astype(np.int64)
+        return acc + self.b
 
     def accumulate_at(self, a, positions, w=None):
         """The accumulators of a stride-1 convolution at the (row, column) ``positions``
@@ -215,10 +220,9 @@ class IntNet:
     def __call__(self, *inputs):
         """Float inputs (H, W, C_i) -> int64 outputs (H', W', C_out)."""
         a = self._input(inputs)
-        for layer, shift in zip(self.layers, self.shifts):
-            acc = layer.accumulate(a)
-            a = np.maximum(_round_shift_vec(acc, shift), 0).astype(np.float64)
-        return _round_shift_vec(self.last.accumulate(a), self.last.acc_shift)
+        for layer, shift in zip(self.layers, self.shifts):  # shift, ReLU
+            a = np.maximum(_round_shift_f(layer.accumulate(a), shift), 0.0)
+        return _round_shift_f(self.last.accumulate(a), self.last.acc_shift).astype(np.int64)
 
     def at(self, positions, *inputs):
         """The outputs at the (row, column) ``positions`` only (a boolean (H, W) mask):
@@ -229,7 +233,7 @@ class IntNet:
         An input may be ``OnGrid`` (already on the grid: used as it is) or None (all
         zeros, whose range holds 0: its products are zeros, so they are skipped). The
         accumulators stay in float64, each layer's rounding shift is ``floor(acc 2^-s +
-        1/2)`` there: exact, the same integers as the int64 shifts of ``__call__``."""
+        1/2)``, as in ``__call__``."""
         layers = self.layers + [self.last]
         if any(layer.transpose for layer in layers) or any(layer.k != 1 for layer in layers[1:]):
             raise ValueError("IntNet.at needs a stride-1 first layer and 1x1 layers after it")
@@ -261,16 +265,8 @@ class IntNet:
         return cache[kept]
 
 
-def _round_shift_vec(acc, shift):
-    """round(acc / 2^shift) half up, per channel (last axis) shifts, int64."""
-    shift = np.broadcast_to(np.asarray(shift, np.int64), acc.shape[-1:])
-    left = np.maximum(-shift, 0)
-    right = np.maximum(shift, 0)
-    half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
-    return np.right_shift(np.left_shift(acc, left) + half, right)
-
-
 def _round_shift_f(x, shift):
-    """The same rounding on exact integers held in float64 (below 2^53): x 2^-s is exact
+    """round(x / 2^shift) half up, per channel (last axis) shifts, of exact integers held
+    in float64 (below 2^53; the same integers as an int64 shift): x 2^-s is exact
     (a power of two), and so is adding 1/2 (its bits reach from 2^(52-s) down to 2^-s)."""
     return np.floor(np.ldexp(np.asarray(x, np.float64), ldexp_exponent(-np.asarray(shift))) + 0.5)
