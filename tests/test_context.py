@@ -261,3 +261,17 @@ def test_a_network_at_some_positions_is_the_whole_network_there():
     x = rng.uniform(-4, 4, (9, 11, 5))
     for pos in (LC.anchors(9, 11), ~LC.anchors(9, 11), np.ones((9, 11), bool)):
         np.testing.assert_array_equal(net.at(pos, x), net(x)[pos])
+    # even widths take the checkerboard's strided path; inputs split between the whole
+    # map's first-layer products (``first_layer``, shared by a group's halves) and the
+    # part's own, or left out as zeros: the same integers
+    two = intnet.IntNet([(np.full(3, -3.0), np.full(3, 3.0)), (np.full(2, 0.0), np.full(2, 2.0))],
+                        layers)
+    a, b = rng.uniform(-4, 4, (8, 10, 3)), rng.uniform(-1, 3, (8, 10, 2))
+    for pos in (LC.anchors(8, 10), ~LC.anchors(8, 10)):
+        whole = two(a, b)[pos]
+        np.testing.assert_array_equal(two.at(pos, a, b), whole)
+        np.testing.assert_array_equal(two.at(pos, None, b, partial=two.first_layer(a, None)),
+                                      whole)
+        np.testing.assert_array_equal(two.at(pos, None, None, partial=two.first_layer(a, b)),
+                                      whole)
+        np.testing.assert_array_equal(two.at(pos, a, None), two(a, np.zeros_like(b))[pos])

@@ -140,6 +140,25 @@ class Layer:
         acc = patches.reshape(-1, k * k * C) @ w.reshape(-1, w.shape[-1])
         return acc + self.b
 
+    def products(self, a, w=None):
+        """The sums of products of a stride-1 convolution over the whole map, bias not
+        added: (H, W, out). Each input position times all the taps in one product (a
+        GEMM over the padded map, no patch copies), then the taps' shifted sums: the same
+        products as ``accumulate`` in another order (exact integers)."""
+        assert not self.transpose
+        w = self.w if w is None else w
+        H, W, C = a.shape
+        k, out = self.k, w.shape[-1]
+        pad = (k - 1) // 2
+        x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
+        z = (x.reshape(-1, C) @ w.transpose(2, 0, 1, 3).reshape(C, -1)).reshape(
+            H + k - 1, W + k - 1, k, k, out)
+        acc = np.zeros((H, W, out))
+        for p in range(k):
+            for q in range(k):
+                acc += z[p:p + H, q:q + W, p, q]
+        return acc
+
 
 def _checkerboard_half(positions):
     """0 if ``positions`` is the checkerboard's anchors ((row + column) even), 1 if the
@@ -224,19 +243,47 @@ class IntNet:
             a = np.maximum(_round_shift_f(layer.accumulate(a), shift), 0.0)
         return _round_shift_f(self.last.accumulate(a), self.last.acc_shift).astype(np.int64)
 
-    def at(self, positions, *inputs):
+    def at(self, positions, *inputs, partial=None):
         """The outputs at the (row, column) ``positions`` only (a boolean (H, W) mask):
         (P, C_out) int64 in C order of the positions, equal to ``self(*inputs)[positions]``,
         for a network whose first layer is a stride-1 convolution and whose later layers
         are 1x1 (a context network): the other positions are never computed.
 
         An input may be ``OnGrid`` (already on the grid: used as it is) or None (all
-        zeros, whose range holds 0: its products are zeros, so they are skipped). The
-        accumulators stay in float64, each layer's rounding shift is ``floor(acc 2^-s +
-        1/2)``, as in ``__call__``."""
+        zeros, whose range holds 0: its products are zeros, so they are skipped; or
+        inputs whose products ``partial`` holds: ``first_layer``'s output for them, added
+        here). The accumulators stay in float64 (exact: every partial sum is bounded by
+        ``acc_bound``), each layer's rounding shift is ``floor(acc 2^-s + 1/2)``, as in
+        ``__call__``."""
+        layers = self.layers + [self.last]
+        self._check_context_shape()
+        a, kept = self._grid_inputs(inputs)
+        if a is None:
+            acc = partial[positions] + layers[0].b
+        else:
+            acc = layers[0].accumulate_at(a, positions, self._first_taps(kept))
+            if partial is not None:
+                acc += partial[positions]
+        for i, layer in enumerate(layers[1:]):  # shift, ReLU, the next 1x1 layer
+            a = np.maximum(_round_shift_f(acc, self.shifts[i]), 0.0)
+            acc = a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b
+        return _round_shift_f(acc, self.last.acc_shift).astype(np.int64)
+
+    def first_layer(self, *inputs):
+        """The first layer's products of the given inputs (None: left out) over the
+        whole map, bias not added (``Layer.products``): for ``at``'s ``partial``, when
+        several parts share these inputs (a group's two checkerboard halves)."""
+        self._check_context_shape()
+        a, kept = self._grid_inputs(inputs)
+        return (self.layers + [self.last])[0].products(a, self._first_taps(kept))
+
+    def _check_context_shape(self):
         layers = self.layers + [self.last]
         if any(layer.transpose for layer in layers) or any(layer.k != 1 for layer in layers[1:]):
             raise ValueError("IntNet.at needs a stride-1 first layer and 1x1 layers after it")
+
+    def _grid_inputs(self, inputs):
+        """(the given inputs on the grid, concatenated, or None; their indices)."""
         parts, kept = [], []
         for i, (x, lo, hi) in enumerate(zip(inputs, self.lo, self.hi)):
             if x is None:
@@ -245,12 +292,9 @@ class IntNet:
                 continue
             parts.append(x.a if isinstance(x, OnGrid) else to_grid(x, lo, hi))
             kept.append(i)
-        a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-        acc = layers[0].accumulate_at(a, positions, self._first_taps(tuple(kept)))
-        for i, layer in enumerate(layers[1:]):  # shift, ReLU, the next 1x1 layer
-            a = np.maximum(_round_shift_f(acc, self.shifts[i]), 0.0)
-            acc = a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b
-        return _round_shift_f(acc, self.last.acc_shift).astype(np.int64)
+        if not parts:
+            return None, ()
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)), tuple(kept)
 
     def _first_taps(self, kept):
         """The first layer's taps of the inputs ``kept`` (indices into the inputs)."""
@@ -260,8 +304,7 @@ class IntNet:
         if kept not in cache:
             edges = np.cumsum([0] + [np.size(hi) for hi in self.hi])
             rows = np.concatenate([np.arange(edges[i], edges[i + 1]) for i in kept])
-            cache[kept] = np.ascontiguousarray(self.layers[0].w[:, :, rows] if self.layers
-                                               else self.last.w[:, :, rows])
+            cache[kept] = np.ascontiguousarray((self.layers + [self.last])[0].w[:, :, rows])
         return cache[kept]
 
 

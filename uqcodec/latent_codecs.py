@@ -219,11 +219,12 @@ class ContextLatentCodec:
         M = out.shape[-1] // 2
         return out[..., :M], np.maximum(out[..., M:], 0)
 
-    def _params(self, g, sl, pos, second, mean_index, scale_index, grid):
+    def _params(self, g, sl, pos, second, mean_index, scale_index, grid, shared):
         """Mean index and scale index of group ``g`` (channels ``sl``) for one half, at its
         positions ``pos`` only: (P, n) each, positions in C order (the network is evaluated
         there only: ``IntNet.at``). ``grid``: the decoded elements' context inputs on the
-        networks' input grid (``_to_grid``), zeros elsewhere."""
+        networks' input grid (``_to_grid``), zeros elsewhere. ``shared``: the first layer's
+        products of the inputs both halves of a group see, kept from its first half."""
         top = np.minimum(scale_index[..., sl], K.SCALE_LEVELS - 1)
         # the network sees the log-scale on the grid (training clips it to the same range)
         ins = [K.LOG_SCALE_MIN + top * K.LOG_SCALE_STEP]
@@ -231,12 +232,19 @@ class ContextLatentCodec:
             ins.insert(0, mean_index[..., sl] * K.MEAN_STEP / K.CONTEXT_DIV)
         if sl.start:
             ins.append(intnet.OnGrid(grid[..., :sl.start]))
-        if self.checkerboard:
-            # the second half sees the group's anchors (the only decoded part of it so far)
-            # and the flag 1; the first half zeros for both (skipped)
-            ins += ([intnet.OnGrid(grid[..., sl]), np.ones(grid.shape[:2] + (1,))] if second
+        net = self.nets[g]
+        if not self.checkerboard:
+            out = net.at(pos, *ins)
+        else:
+            # both halves see the inputs so far (their products over the whole map, once);
+            # the second half also the group's anchors (the only decoded part of it so far)
+            # and the flag 1, the first half zeros for both (skipped)
+            if not second:
+                shared[g] = net.first_layer(*ins, None, None)
+            late = ([intnet.OnGrid(grid[..., sl]), np.ones(grid.shape[:2] + (1,))] if second
                     else [None, None])
-        out = self.nets[g].at(pos, *ins)
+            out = net.at(pos, *[None] * len(ins), *late, partial=shared.pop(g) if second
+                         else shared[g])
         n = sl.stop - sl.start
         d_mean = out[:, :n]
         if self.residual:  # scale x correction x MEAN_GRID: one rounding of exact values
@@ -267,9 +275,9 @@ class ContextLatentCodec:
         gain = entropy.rate_gain(rate) if rate else 1.0
         spent, elements = 0.0, int(np.prod(y_shape))
         u_all = dither.continuous(y_shape) if quantizer == "uq" else np.zeros(y_shape)
-        y_dec, grid = np.zeros(y_shape), np.zeros(y_shape)
+        y_dec, grid, shared = np.zeros(y_shape), np.zeros(y_shape), {}
         for g, sl, pos, second in self._parts(y_shape):
-            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, grid)
+            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
             mean_q = mi.ravel() * K.MEAN_STEP
             if gain != 1.0:
                 mean_q = mean_q * gain
