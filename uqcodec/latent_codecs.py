@@ -236,15 +236,16 @@ class ContextLatentCodec:
         if not self.checkerboard:
             out = net.at(pos, *ins)
         else:
-            # both halves see the inputs so far (their products over the whole map, once);
-            # the second half also the group's anchors (the only decoded part of it so far)
-            # and the flag 1, the first half zeros for both (skipped)
+            # both halves see the inputs so far: their products over the whole map, once;
+            # the first half sees zeros for the group's anchors and the flag (left out),
+            # the second its anchors (the only decoded part of it so far) and the flag 1
+            earlier = [None] * len(ins)
             if not second:
                 shared[g] = net.first_layer(*ins, None, None)
-            late = ([intnet.OnGrid(grid[..., sl]), np.ones(grid.shape[:2] + (1,))] if second
-                    else [None, None])
-            out = net.at(pos, *[None] * len(ins), *late, partial=shared.pop(g) if second
-                         else shared[g])
+                out = net.at(pos, *earlier, None, None, partial=shared[g])
+            else:
+                out = net.at(pos, *earlier, intnet.OnGrid(grid[..., sl]),
+                             np.ones(grid.shape[:2] + (1,)), partial=shared.pop(g))
         n = sl.stop - sl.start
         d_mean = out[:, :n]
         if self.residual:  # scale x correction x MEAN_GRID: one rounding of exact values
