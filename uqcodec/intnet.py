@@ -249,15 +249,15 @@ class IntNet:
         for a network whose first layer is a stride-1 convolution and whose later layers
         are 1x1 (a context network): the other positions are never computed.
 
-        An input may be ``OnGrid`` (already on the grid: used as it is) or None (all
-        zeros, whose range holds 0: its products are zeros, so they are skipped; or
-        inputs whose products ``partial`` holds: ``first_layer``'s output for them, added
-        here). The accumulators stay in float64 (exact: every partial sum is bounded by
+        An input may be ``OnGrid`` (already on the grid: used as it is) or None: all
+        zeros (whose range holds 0: its products are zeros, so they are skipped), or,
+        with ``partial``, an input whose products that holds (``first_layer``'s output
+        for those inputs, added here). The accumulators stay in float64 (exact: every partial sum is bounded by
         ``acc_bound``), each layer's rounding shift is ``floor(acc 2^-s + 1/2)``, as in
         ``__call__``."""
         layers = self.layers + [self.last]
         self._check_context_shape()
-        a, kept = self._grid_inputs(inputs)
+        a, kept = self._grid_inputs(inputs, zeros_checked=partial is None)
         if a is None:
             acc = partial[positions] + layers[0].b
         else:
@@ -282,12 +282,13 @@ class IntNet:
         if any(layer.transpose for layer in layers) or any(layer.k != 1 for layer in layers[1:]):
             raise ValueError("IntNet.at needs a stride-1 first layer and 1x1 layers after it")
 
-    def _grid_inputs(self, inputs):
-        """(the given inputs on the grid, concatenated, or None; their indices)."""
+    def _grid_inputs(self, inputs, zeros_checked=True):
+        """(the given inputs on the grid, concatenated, or None; their indices). A None
+        input left out as zeros must have 0 in its range (``zeros_checked``)."""
         parts, kept = [], []
         for i, (x, lo, hi) in enumerate(zip(inputs, self.lo, self.hi)):
             if x is None:
-                if not (np.all(lo <= 0) and np.all(hi >= 0)):
+                if zeros_checked and not (np.all(lo <= 0) and np.all(hi >= 0)):
                     raise ValueError("a zero input outside its range")
                 continue
             parts.append(x.a if isinstance(x, OnGrid) else to_grid(x, lo, hi))
