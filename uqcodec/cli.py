@@ -134,7 +134,7 @@ class _FamilyName(click.ParamType):
               help="Encoder-side optimization of the latents for each image (hyperprior "
                    "models; without --model, the mean & scale set, as the context family "
                    "has no refiner yet): smaller files at the same quality, same decoder. "
-                   "A step takes about 1 s for a 768x512 image on one core; 50 is a good "
+                   "A step takes about 0.7 s for a 768x512 image on one core; 50 is a good "
                    "value.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64),
               help="Worker processes for several files (default: 2, or 1 on one CPU).")
