@@ -1,4 +1,5 @@
 """Round trips of the codec on real (Kodak) images, for both families."""
+import json
 import os
 import subprocess
 import sys
@@ -190,6 +191,25 @@ def test_the_thread_ahead_hands_over_items_and_errors_in_order_and_stops():
     assert next(items) == 0
     items.close()
     assert len(produced) <= 3 and not alive()
+
+
+def test_a_rate_set_reads_only_the_model_that_codes():
+    """The default codec is several models; a compress chooses one from their cards and
+    the lists of their weights files' arrays, and loads only that one (each model's
+    weights cost tens of milliseconds to read)."""
+    code = ("import numpy as np, uqcodec\n"
+            "from uqcodec import codec\n"
+            "x = np.asarray(__import__('PIL.Image').Image.open(%r).convert('RGB'))\n"
+            "uqcodec.compress(x, quality=2)\n"
+            "print(__import__('json').dumps(sorted((c.name, 'family' in vars(c))\n"
+            "                                      for c in codec._cache.values())))\n"
+            % os.path.join(DATA, "kodim05_crop.png"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = json.loads(out)  # [(name, loaded?)] of the models the rate set opened
+    if len(loaded) < 2:
+        pytest.skip("the default codec is one model")
+    assert sum(flag for _, flag in loaded) == 1, loaded
 
 
 @pytest.mark.parametrize("tile", [0, 32, 100, 4096])

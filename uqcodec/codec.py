@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import time
+import zipfile
 
 import numpy as np
 
@@ -151,38 +152,52 @@ class Codec:
         self.card = zoo.read_card(path)
         self.name = self.card["name"]
         try:
-            with open(os.path.join(path, "weights.npz"), "rb") as f:
-                wbytes = f.read()
-            weights = dict(np.load(io.BytesIO(wbytes)))
-            tables = dict(np.load(os.path.join(path, "tables.npz")))
-        except (OSError, ValueError) as e:
-            raise CodecError(f"{path}: cannot read model files ({e})") from None
-        try:
             self.spec = families.get(self.card.get("arch"))
         except CodecError as e:
             raise CodecError(f"{path}: {e}") from None
         self.arch = self.spec.name
         # the model sees only the card fields the fingerprint covers
-        coding = coding_card(self.card)
-        self._fingerprint_of = (wbytes, weights, tables, coding)
-        self.rounding = Q.Rounding.of(coding)
-        self.family = self.spec.inference_class()(weights, tables, coding, self.rounding)
-        self.multiple = self.family.multiple
+        self.coding = coding_card(self.card)
+        self.rounding = Q.Rounding.of(self.coding)
         self.transform_seconds = 0.0  # time in the inference engine (for benchmarks)
         self._legacy = self._refiner = None
+
+    @functools.cached_property
+    def _files(self):
+        """(the weights file's bytes, weights, tables), read when the model is first used:
+        a rate set chooses among its models from their cards and rate knots and reads
+        only the one that codes."""
+        try:
+            with open(os.path.join(self.path, "weights.npz"), "rb") as f:
+                wbytes = f.read()
+            weights = dict(np.load(io.BytesIO(wbytes)))
+            tables = dict(np.load(os.path.join(self.path, "tables.npz")))
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise CodecError(f"{self.path}: cannot read model files ({e})") from None
+        return wbytes, weights, tables
+
+    @functools.cached_property
+    def family(self):
+        """The family's inference model (``model.InferenceModel``)."""
+        _, weights, tables = self._files
+        return self.spec.inference_class()(weights, tables, self.coding, self.rounding)
+
+    @property
+    def multiple(self):
+        return self.family.multiple
 
     # --- helpers ---------------------------------------------------------------
     @functools.cached_property
     def fingerprint(self):
         """Version 4: a hash of the weights, the tables and the card's coding fields
         (computed on first use: a rate set loads models it does not use)."""
-        _, weights, tables, coding = self._fingerprint_of
-        return model_fingerprint(weights, tables, coding)
+        _, weights, tables = self._files
+        return model_fingerprint(weights, tables, self.coding)
 
     @functools.cached_property
     def fingerprint_v3(self):
         """Versions 1-3: the weights file only."""
-        return fingerprint(self._fingerprint_of[0])
+        return fingerprint(self._files[0])
 
     @property
     def legacy(self):
@@ -233,10 +248,18 @@ class Codec:
         return np.rint(x * 255.0).astype(np.uint8)
 
     # --- rate of a variable-rate model ---------------------------------------------
-    @property
+    @functools.cached_property
     def variable(self):
-        """True for a variable-rate model (one model, every rate in its lambda range)."""
-        return self.family.variable
+        """True for a variable-rate model (one model, every rate in its lambda range):
+        from the weights file's list of arrays when the model is not loaded (a rate set
+        checks all its models, and codes with one)."""
+        if "family" in self.__dict__:
+            return self.family.variable
+        try:
+            with np.load(os.path.join(self.path, "weights.npz")) as w:
+                return "rate/log_gain" in w.files
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise CodecError(f"{self.path}: cannot read model files ({e})") from None
 
     def rate_at_lambda(self, lmbda):
         """The rate parameter (an integer) of lambda ``lmbda`` in this model's range."""
