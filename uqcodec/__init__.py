@@ -15,7 +15,7 @@ from .api import compress, decompress, compress_with_info, read_header
 from . import evaluate
 from .pillow_plugin import register as register_pillow
 
-__version__ = "0.17.0"
+__version__ = "0.18.0"
 __all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate",
            "register_pillow"]
 
