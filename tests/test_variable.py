@@ -138,7 +138,7 @@ def test_unreachable_target_says_so_and_codes_the_nearest(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "out of reach" in r.stderr and out.exists()
     h = container.parse_header(out.read_bytes())[0]
-    top = rateset.RateSet([codec.load(c["path"]) for c in zoo.variable_set()]).options()[-1]
+    top = rateset.RateSet([codec.load(c["path"]) for c in zoo.default_variable()]).options()[-1]
     # the search goes TARGET_EXTEND rate steps past the top of the trained range
     assert (h.model, h.rate) == (top[0].name, top[1] + rateset.TARGET_EXTEND)
     r = run_cli("info", str(out))

@@ -69,12 +69,17 @@ def test_variable_rate_models_stay_out_of_the_ladder_and_are_the_default(models)
 def test_carried_runs_are_in_the_repository():
     """Every run that bases/README.md lists as carried between sessions is in bases/runs/
     with its weights and train.json at the step the table gives (a clean clone resumes
-    from them: a session once carried runs that .gitignore kept out of git)."""
+    from them: a session once carried runs that .gitignore kept out of git), and every
+    run in bases/runs/ is listed (none listed: the README says so)."""
     import re
     text = open(os.path.join(ROOT, "bases", "README.md")).read()
-    table = text.split("## Runs carried between sessions", 1)[1]
+    table = text.split("## Runs carried between sessions", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| ([\w.-]+) \|.*\| ([\d,]+) \| [\d,]+ \|$", table, re.M)
-    assert rows, "no carried runs listed"
+    runs = os.path.join(ROOT, "bases", "runs")
+    present = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
+    assert sorted(name for name, _ in rows) == present
+    if not rows:
+        assert "None is being carried now" in table
     for name, step in rows:
         run = os.path.join(ROOT, "bases", "runs", name)
         with open(os.path.join(run, "train.json")) as f:
