@@ -44,7 +44,6 @@ def rate_gain(rate):
     return float(exactmath.exp(np.array([LOG_SCALE_STEP * (rate / RATE_DIV)]))[0])
 
 
-
 def _kernel_for(off):
     """The compiled table kernel for rows of these offsets: ``exactmath.KERNEL`` when it
     is built and every offset is finite, else None (NumPy computes the same rows)."""

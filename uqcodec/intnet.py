@@ -160,15 +160,20 @@ class Layer:
         return acc
 
 
+def anchors(h, w):
+    """Checkerboard anchors: True where (row + column) is even, (h, w)."""
+    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
+
+
 def _checkerboard_half(positions):
-    """0 if ``positions`` is the checkerboard's anchors ((row + column) even), 1 if the
-    other half, None if neither (or an odd width: rows of unequal lengths)."""
+    """0 if ``positions`` is the checkerboard's anchors, 1 if the other half, None if
+    neither (or an odd width: rows of unequal lengths)."""
     H, W = positions.shape
     if W % 2 or not H:
         return None
     half = 0 if positions[0, 0] else 1
-    anchors = (np.add.outer(np.arange(H), np.arange(W)) % 2) == 0
-    return half if np.array_equal(positions, anchors if half == 0 else ~anchors) else None
+    anc = anchors(H, W)
+    return half if np.array_equal(positions, anc if half == 0 else ~anc) else None
 
 
 class OnGrid:
@@ -275,7 +280,11 @@ class IntNet:
         several parts share these inputs (a group's two checkerboard halves)."""
         self._check_context_shape()
         a, kept = self._grid_inputs(inputs)
-        return (self.layers + [self.last])[0].products(a, self._first_taps(kept))
+        return self._first.products(a, self._first_taps(kept))
+
+    @property
+    def _first(self):
+        return (self.layers + [self.last])[0]
 
     def _check_context_shape(self):
         layers = self.layers + [self.last]
@@ -305,7 +314,7 @@ class IntNet:
         if kept not in cache:
             edges = np.cumsum([0] + [np.size(hi) for hi in self.hi])
             rows = np.concatenate([np.arange(edges[i], edges[i + 1]) for i in kept])
-            cache[kept] = np.ascontiguousarray((self.layers + [self.last])[0].w[:, :, rows])
+            cache[kept] = np.ascontiguousarray(self._first.w[:, :, rows])
         return cache[kept]
 
 

@@ -162,9 +162,7 @@ class HyperpriorLatentCodec:
                                    quantizer, esc, rate)
 
 
-def anchors(h, w):
-    """Checkerboard anchors: True where (row + column) is even, (h, w)."""
-    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
+anchors = intnet.anchors  # the checkerboard's anchors (IntNet.at gathers its halves)
 
 
 class ContextLatentCodec:
