@@ -167,14 +167,20 @@ class Codec:
         """(the weights file's bytes, weights, tables), read when the model is first used:
         a rate set chooses among its models from their cards and rate knots and reads
         only the one that codes."""
-        try:
+        with self._reading():
             with open(os.path.join(self.path, "weights.npz"), "rb") as f:
                 wbytes = f.read()
             weights = dict(np.load(io.BytesIO(wbytes)))
             tables = dict(np.load(os.path.join(self.path, "tables.npz")))
+        return wbytes, weights, tables
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """Errors reading the model's files -> one CodecError naming the model."""
+        try:
+            yield
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise CodecError(f"{self.path}: cannot read model files ({e})") from None
-        return wbytes, weights, tables
 
     @functools.cached_property
     def family(self):
@@ -255,11 +261,8 @@ class Codec:
         checks all its models, and codes with one)."""
         if "family" in self.__dict__:
             return self.family.variable
-        try:
-            with np.load(os.path.join(self.path, "weights.npz")) as w:
-                return "rate/log_gain" in w.files
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise CodecError(f"{self.path}: cannot read model files ({e})") from None
+        with self._reading(), np.load(os.path.join(self.path, "weights.npz")) as w:
+            return "rate/log_gain" in w.files
 
     def rate_at_lambda(self, lmbda):
         """The rate parameter (an integer) of lambda ``lmbda`` in this model's range."""
