@@ -126,3 +126,26 @@ def test_default_json_names_the_default_codec_across_families(models):
     (models / "default.json").write_text("{not json")
     with pytest.raises(CodecError, match="not a list of default models"):
         zoo.default_variable()
+
+
+def test_weights_load_as_views_with_np_load_values(tmp_path):
+    """A model's stored (uncompressed) weights.npz is read as views into the file's bytes:
+    the same names, dtypes, shapes and values as np.load, read-only; a compressed archive
+    (another writer's) falls back to np.load with the same values."""
+    import numpy as np
+    from uqcodec.codec import _npz_views
+    path = os.path.join(ROOT, "models", "context2-sr-lo", "weights.npz")
+    data = open(path, "rb").read()
+    views, ref = _npz_views(data), dict(np.load(path))
+    assert views.keys() == ref.keys() and len(ref) > 20
+    for k, a in ref.items():
+        v = views[k]
+        assert v.dtype == a.dtype and v.shape == a.shape and np.array_equal(v, a), k
+        assert not v.flags.writeable and v.base is not None  # a view, not a copy
+    np.savez_compressed(tmp_path / "c.npz", a=np.arange(6.0).reshape(2, 3),
+                        f=np.asfortranarray(np.arange(6, dtype=np.float16).reshape(2, 3)))
+    back = _npz_views((tmp_path / "c.npz").read_bytes())
+    assert np.array_equal(back["a"], np.arange(6.0).reshape(2, 3))
+    np.savez(tmp_path / "s.npz", f=np.asfortranarray(np.arange(6, dtype=np.float16).reshape(2, 3)))
+    f = _npz_views((tmp_path / "s.npz").read_bytes())["f"]
+    assert np.array_equal(f, np.arange(6, dtype=np.float16).reshape(2, 3)) and not f.flags.writeable

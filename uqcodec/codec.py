@@ -146,6 +146,43 @@ def model_fingerprint(weights, tables, coding):
     return h.hexdigest()[:16]
 
 
+def _npz_views(data):
+    """The arrays of an .npz archive (bytes) as read-only views into ``data`` where its
+    members are stored uncompressed (how ``export`` writes weights): no copies, so a
+    12 MB model loads in about 2 ms instead of 20. Anything else (a compressed member, an
+    object array) is read by ``np.load``, with the same values."""
+    from numpy.lib import format as npy
+    try:
+        out = {}
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                at = info.header_offset
+                if (name is None or info.compress_type != zipfile.ZIP_STORED
+                        or data[at:at + 4] != b"PK\x03\x04"):
+                    raise ValueError
+                # the local header's own name and extra field lengths give the data's start
+                start = at + 30 + int.from_bytes(data[at + 26:at + 28], "little") \
+                    + int.from_bytes(data[at + 28:at + 30], "little")
+                f = io.BytesIO(data[start:start + min(info.file_size, 1 << 16)])
+                version = npy.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError
+                read = npy.read_array_header_1_0 if version == (1, 0) else \
+                    npy.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                if dtype.hasobject:
+                    raise ValueError
+                count = int(np.prod(shape, dtype=np.int64))
+                if f.tell() + count * dtype.itemsize != info.file_size:
+                    raise ValueError
+                a = np.frombuffer(data, dtype, count, start + f.tell())
+                out[name] = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+        return out
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return dict(np.load(io.BytesIO(data)))
+
+
 class Codec:
     def __init__(self, path):
         self.path = path
@@ -170,7 +207,7 @@ class Codec:
         with self._reading():
             with open(os.path.join(self.path, "weights.npz"), "rb") as f:
                 wbytes = f.read()
-            weights = dict(np.load(io.BytesIO(wbytes)))
+            weights = _npz_views(wbytes)
             tables = dict(np.load(os.path.join(self.path, "tables.npz")))
         return wbytes, weights, tables
 
