@@ -143,6 +143,41 @@ def test_time_budget_and_periodic_checkpoints(tmp_path):
     assert 0 < int(older) < state["steps"]
 
 
+def test_a_paused_run_keeps_its_time_budget(tmp_path):
+    """A training process stopped mid-run (SIGSTOP: a benchmark needed the CPU, the machine
+    slept) does not spend --minutes on the pause: it trains on after SIGCONT until it has
+    trained for its budget. (The pause threshold is lowered from a minute to 2 s here.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+    run, budget, pause = tmp_path / "run", 0.12, 8.0
+    code = ("import sys; from uqcodec.training import train; train.PAUSE_SECONDS = 2.0; "
+            "train.train('linear', 'un', 0.01, sys.argv[1], steps=10 ** 6, minutes=%r, "
+            "data=sys.argv[2], patch=64, batch=2, lr=1e-3, warmup=2, progress=False, "
+            "bf16=False, model_args={'M': 24}, export=False, log_every=1)" % budget)
+    p = subprocess.Popen([sys.executable, "-c", code, str(run), DATA], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        steps_seen = 0
+        for line in p.stdout:  # a few steps after the first (tracing) one
+            steps_seen += line.startswith("step ")
+            if steps_seen == 5:
+                break
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(pause)
+        p.send_signal(signal.SIGCONT)
+        lines = p.stdout.read().splitlines()
+        assert p.wait(timeout=120) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    state = json.loads((run / "train.json").read_text())
+    assert 60 * budget <= state["wall_seconds"] < 60 * budget + 5, state["wall_seconds"]
+    # it trained on after the pause (counted, the pause alone would have ended the run)
+    assert sum(line.startswith("step ") for line in lines) > 5
+
+
 def test_warm_start(tmp_path):
     from uqcodec.training import train
     from uqcodec.training.export import export_model

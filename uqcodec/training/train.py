@@ -42,6 +42,21 @@ def lr_at(step, frac, lr, warmup, decay_start):
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+# A step that takes longer than PAUSE_SECONDS and PAUSE_FACTOR typical steps means the
+# process was stopped (SIGSTOP, a machine asleep): it counts as a typical step toward
+# --minutes, so a paused run keeps its budget for training.
+PAUSE_SECONDS = 60.0
+PAUSE_FACTOR = 20.0
+
+
+def counted_seconds(dt, typical):
+    """The seconds of a step of ``dt`` wall seconds that count toward --minutes, given the
+    typical step so far (None before the first)."""
+    if typical is not None and dt > max(PAUSE_SECONDS, PAUSE_FACTOR * typical):
+        return typical
+    return dt
+
+
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 REWARM = 200  # steps of warm-up when a run resumes from its weights without optimizer state
 DATA_SPLITS = ("seed", "slice")
@@ -489,6 +504,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                    dynamic_ncols=True, file=sys.stderr)
     last_ckpt = time.time()
     t_prev = time.time()
+    typical, traced = None, False  # seconds of a typical step (``counted_seconds``)
     avg = None
     lmbda_t = tf.constant(lmbda or 0.0, tf.float32)
     t_rate = 1.0
@@ -509,8 +525,8 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             t_step = time.time()
             want_ckpt = chief and t_step - last_ckpt > ckpt_minutes * 60
             control = tf.constant([float(stop["local"]), float(want_ckpt),
-                                   state["wall_seconds"] + (t_step - t_prev) if chief else 0.0],
-                                  tf.float64)
+                                   state["wall_seconds"] + counted_seconds(t_step - t_prev, typical)
+                                   if chief else 0.0], tf.float64)
             if lambda_range:  # this step's lambda: log-uniform over the range
                 t_rate = float(rate_rng.uniform())
                 lmbda_t = tf.constant(lambda_at(t_rate, *lambda_range), tf.float32)
@@ -521,8 +537,12 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                                    tf.constant(s, tf.int64), control)
             step_var.assign_add(1)
             now = time.time()
+            dt = counted_seconds((now if replicas == 1 else t_step) - t_prev, typical)
+            if traced:  # (a process's first step traces the graph: not a typical step)
+                typical = dt if typical is None else 0.95 * typical + 0.05 * dt
+            traced = True
             if replicas == 1:
-                state["wall_seconds"] += now - t_prev
+                state["wall_seconds"] += dt
                 ctl_stop, ctl_ckpt = stop["local"], now - last_ckpt > ckpt_minutes * 60
             else:  # the chief's clock, stop if any worker stops, checkpoint when the chief does
                 ctl = ctl.numpy()
