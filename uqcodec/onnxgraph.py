@@ -40,9 +40,13 @@ def _bytes(field, data):
 
 
 def _tensor(name, array):
+    """A float32 TensorProto as (its bytes up to the data, the data): ``serialize`` copies
+    the data once, into the model's bytes (a synthesis holds 8 MB of weights)."""
     a = np.ascontiguousarray(array, dtype="<f4")
-    return (b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
-            + _bytes(9, a.tobytes()))
+    data = memoryview(a).cast("B")
+    head = (b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
+            + _key(9, 2) + _varint(len(data)))
+    return head, data
 
 
 def _attribute(name, value):
@@ -104,10 +108,13 @@ class Graph:
         (node, channels), the outputs."""
         outputs = ([(self.last, out_channels)] if isinstance(out_channels, int)
                    else out_channels)
-        graph = (b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)
-                 + b"".join(_bytes(5, t) for t in self.inits)
-                 + b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
-                 + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
+        graph = [b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)]
+        for head, data in self.inits:  # the weights are copied once, by the last join
+            graph += [_key(5, 2) + _varint(len(head) + len(data)) + head, data]
+        graph.append(b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
+                     + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
         opset = _bytes(1, "") + _int(2, OPSET)
-        return _int(1, 7) + _bytes(2, "uqcodec") + _bytes(7, graph) + _bytes(8, opset)
+        size = sum(len(part) for part in graph)
+        return b"".join([_int(1, 7) + _bytes(2, "uqcodec") + _key(7, 2) + _varint(size),
+                         *graph, _bytes(8, opset)])
 
