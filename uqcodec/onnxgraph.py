@@ -39,14 +39,20 @@ def _bytes(field, data):
     return _key(field, 2) + _varint(len(data)) + data
 
 
-def _tensor(name, array):
-    """A float32 TensorProto as (its bytes up to the data, the data): ``serialize`` copies
-    the data once, into the model's bytes (a synthesis holds 8 MB of weights)."""
-    a = np.ascontiguousarray(array, dtype="<f4")
+def _tensor(name, a, external=False):
+    """A float32 TensorProto (``a``: C-contiguous little-endian float32) as (its bytes up
+    to the data, the data). ``external``: no data, a reference to data that the session
+    is given in memory (``external_data``, location ``EXTERNAL_LOCATION``)."""
+    head = b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
+    if external:
+        entry = lambda k, v: _bytes(13, _bytes(1, k) + _bytes(2, v))  # noqa: E731
+        return (head + entry("location", EXTERNAL_LOCATION) + entry("offset", "0")
+                + entry("length", str(a.nbytes)) + _int(14, 1), b"")
     data = memoryview(a).cast("B")
-    head = (b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
-            + _key(9, 2) + _varint(len(data)))
-    return head, data
+    return head + _key(9, 2) + _varint(len(data)), data
+
+
+EXTERNAL_LOCATION = "uqcodec-memory"
 
 
 def _attribute(name, value):
@@ -69,7 +75,7 @@ class Graph:
 
     def __init__(self, in_channels, name="transform"):
         self.name = name
-        self.nodes, self.inits = [], []
+        self.nodes = []
         self.ops = []  # (op, inputs, output, attributes) of every node (``gradients.py``)
         self.arrays = {}  # the initializers' values by name
         # {node: (input, weight, stride, pads)}: a composite layer whose gradient at input
@@ -90,8 +96,7 @@ class Graph:
 
     def const(self, array, prefix="c"):
         name = self._tmp(prefix)
-        self.inits.append(_tensor(name, array))
-        self.arrays[name] = np.asarray(array, np.float32)
+        self.arrays[name] = np.ascontiguousarray(array, dtype="<f4")
         return name
 
     def node(self, op, inputs, **attrs):
@@ -103,13 +108,15 @@ class Graph:
         self.last = out
         return out
 
-    def serialize(self, out_channels):
+    def serialize(self, out_channels, external=False):
         """``out_channels``: the channels of the last node, the one output; or a list of
-        (node, channels), the outputs."""
+        (node, channels), the outputs. ``external``: the initializers' values are left out
+        (references to external data): the session is given ``arrays`` instead."""
         outputs = ([(self.last, out_channels)] if isinstance(out_channels, int)
                    else out_channels)
         graph = [b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)]
-        for head, data in self.inits:  # the weights are copied once, by the last join
+        for name, a in self.arrays.items():  # the weights are copied once, by the last join
+            head, data = _tensor(name, a, external)
             graph += [_key(5, 2) + _varint(len(head) + len(data)) + head, data]
         graph.append(b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
                      + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
