@@ -103,3 +103,21 @@ def test_log_tanh_atanh_ndtr_are_numpys_bit_for_bit(monkeypatch):
                     (exactmath.atanh, rng.uniform(-1, 1, 50000))):
         got, want = fn(arg), _numpy_path(monkeypatch, fn, arg)
         assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), fn.__name__
+
+
+@pytest.mark.parametrize("alpha", [6.0, 5.52, 1.0, 14.0])
+def test_soft_round_inverse_is_numpys_bit_for_bit(monkeypatch, alpha):
+    """The kernel's soft-rounding inverse (the decoder's inputs and every table offset of a
+    soft-rounding model) is the NumPy sequence of operations bit for bit; a non-finite input
+    goes to NumPy."""
+    from uqcodec import quantization as Q
+    rng = np.random.default_rng(7)
+    y = np.concatenate([rng.uniform(-40, 40, 100000), rng.normal(0, 3, 50000) - 0.5,
+                        np.arange(-5, 5, 0.25), [0.5, -0.5, 1e-300, -1e-300, 0.0, -0.0,
+                                                 2.5 - 2 ** -51, 1e15 + 0.5, -1e15]])
+    got = Q.soft_round_inverse(y, alpha)
+    assert exactmath.soft_round_inverse(y, alpha) is not None  # (the kernel's)
+    want = _numpy_path(monkeypatch, Q.soft_round_inverse, y, alpha)
+    assert got.view(np.int64).tolist() == want.view(np.int64).tolist()
+    assert exactmath.soft_round_inverse(np.array([0.2, np.nan]), alpha) is None
+    assert np.isnan(Q.soft_round_inverse(np.array([0.2, np.nan]), alpha)[1])

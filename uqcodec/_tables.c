@@ -5,7 +5,8 @@
  *   rows  - the Gaussian coding-table rows: for each element, the CDF at the bin edges
  *           (offset + j) / scale, j = 1 - W .. W, and the 2 W + 1 bin probabilities from
  *           them as entropy._fill makes them;
- *   elementwise - exactmath's ndtr, exp and log, elementwise.
+ *   elementwise - exactmath's ndtr, exp and log, and quantization's soft-rounding
+ *                 inverse, elementwise.
  * Each is exactly the IEEE-754 operations of its NumPy version, in the same order. Built
  * without FMA contraction or fast-math (setup.py), every operation is correctly rounded
  * as NumPy's are, so the values are NumPy's bit for bit (tests/test_tables_kernel.py
@@ -92,18 +93,36 @@ static inline double exp_terms(double x, const double *f, int terms, const doubl
 }
 
 /* exactmath.log elementwise: lg[0..11] = 1 / (2 k + 1), lg[12] = 1/25 */
-static inline double log_exact(double x, const double *lg, const double *c) {
-    int e;
-    double m = frexp(x, &e);
+/* log(x) from frexp's m, e (x = m 2^e, m in [1/2, 1)): exactmath.log after its frexp */
+static inline double log_frexp(double m, int e, const double *lg, const double *c) {
     int small = m < c[23];
     m = small ? m * 2.0 : m;
     double ef = (double)(small ? e - 1 : e);
     double f = (m - 1.0) / (m + 1.0);
     double f2 = f * f;
-    double s = lg[12];
-    for (int k = 11; k >= 0; k--)
-        s = lg[k] + f2 * s;
+    double s = lg[12];  /* s = lg[k] + f2 s for k = 11 .. 0, unrolled (so it vectorizes) */
+    s = lg[11] + f2 * s; s = lg[10] + f2 * s; s = lg[9] + f2 * s; s = lg[8] + f2 * s;
+    s = lg[7] + f2 * s; s = lg[6] + f2 * s; s = lg[5] + f2 * s; s = lg[4] + f2 * s;
+    s = lg[3] + f2 * s; s = lg[2] + f2 * s; s = lg[1] + f2 * s; s = lg[0] + f2 * s;
     return 2.0 * f * s + (ef * c[21] + ef * c[22]);
+}
+
+static inline double log_exact(double x, const double *lg, const double *c) {
+    int e;
+    double m = frexp(x, &e);
+    return log_frexp(m, e, lg, c);
+}
+
+/* log of a positive normal x: frexp from x's bits (the same m and e as frexp's there),
+ * which vectorizes */
+static inline double log_normal(double x, const double *lg, const double *c) {
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    int e = (int)((b >> 52) & 0x7ff) - 1022;
+    b = (b & 0x800fffffffffffffULL) | 0x3fe0000000000000ULL;
+    double m;
+    memcpy(&m, &b, sizeof m);
+    return log_frexp(m, e, lg, c);
 }
 
 /* The rows of n elements, ROWS_BLOCK elements at a time: the CDF at each edge for the
@@ -209,12 +228,44 @@ __attribute__((target("avx2"))) static void ndtr_all_avx2(double *o, const doubl
 }
 #endif
 
-enum { KIND_NDTR = 0, KIND_EXP = 1, KIND_LOG = 2 };
+enum { KIND_NDTR = 0, KIND_EXP = 1, KIND_LOG = 2, KIND_SRINV = 3 };
+
+static inline double clip(double x, double lo, double hi) {  /* np.clip, finite x */
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+/* quantization.soft_round_inverse(y, alpha) with exactmath's atanh: t = [alpha,
+ * 2 tanh(alpha / 2), log's 13 series coefficients] */
+static inline double soft_round_inverse(double y, const double *t, const double *c) {
+    double m = floor(y) + 0.5;
+    double s = clip((y - m) * t[1], -1.0, 1.0);
+    double x = clip(s, -1.0 + 0x1p-53, 1.0 - 0x1p-53);
+    /* (1 + x) / (1 - x) lies in [2^-54, 2^54]: positive and normal */
+    double r = (0.5 * log_normal((1.0 + x) / (1.0 - x), t + 2, c)) / t[0];
+    return m + clip(r, -0.5, 0.5);
+}
+
+#define SRINV_LOOP                                                                     \
+    for (Py_ssize_t i = 0; i < n; i++)                                                 \
+        o[i] = soft_round_inverse(x[i], t, c);
+
+static void srinv_all(double *o, const double *x, Py_ssize_t n, const double *t,
+                      const double *c) { SRINV_LOOP }
+
+#if HAVE_AVX2_CLONE
+__attribute__((target("avx2"))) static void srinv_all_avx2(double *o, const double *x,
+                                                            Py_ssize_t n, const double *t,
+                                                            const double *c) {
+    SRINV_LOOP
+}
+#endif
 
 /* elementwise(out, x, kind, consts, table, terms): one of exactmath's functions over
  * float64 buffers of equal length: ndtr (KIND_NDTR; finite x, the caller checks; table
- * unused), exp (KIND_EXP; table = 1/k!, ``terms`` Taylor terms) or log (KIND_LOG; table =
- * its 13 series coefficients) */
+ * unused), exp (KIND_EXP; table = 1/k!, ``terms`` Taylor terms), log (KIND_LOG; table =
+ * its 13 series coefficients) or the soft-rounding inverse (KIND_SRINV; finite x, the
+ * caller checks; table: soft_round_inverse's t) */
 static PyObject *elementwise(PyObject *self, PyObject *args) {
     Py_buffer out, x, cb, tb;
     int kind, terms;
@@ -225,7 +276,7 @@ static PyObject *elementwise(PyObject *self, PyObject *args) {
     Py_ssize_t tn = tb.len / (Py_ssize_t)sizeof(double);
     int ok = out.len == x.len && cb.len == NCONST * (Py_ssize_t)sizeof(double)
              && (kind == KIND_NDTR || (kind == KIND_EXP && terms >= 0 && terms < tn)
-                 || (kind == KIND_LOG && tn == 13));
+                 || (kind == KIND_LOG && tn == 13) || (kind == KIND_SRINV && tn == 15));
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "elementwise: bad kind or sizes");
     } else {
@@ -243,9 +294,16 @@ static PyObject *elementwise(PyObject *self, PyObject *args) {
         } else if (kind == KIND_EXP) {
             for (Py_ssize_t i = 0; i < n; i++)
                 o[i] = exp_terms(xi[i], t, terms, c);
-        } else {
+        } else if (kind == KIND_LOG) {
             for (Py_ssize_t i = 0; i < n; i++)
                 o[i] = log_exact(xi[i], t, c);
+        } else {
+#if HAVE_AVX2_CLONE
+            if (__builtin_cpu_supports("avx2"))
+                srinv_all_avx2(o, xi, n, t, c);
+            else
+#endif
+                srinv_all(o, xi, n, t, c);
         }
         Py_END_ALLOW_THREADS
         result = Py_None;
@@ -268,7 +326,8 @@ static PyObject *has_avx2(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"elementwise", elementwise, METH_VARARGS,
-     "elementwise(out, x, kind, constants, table, terms): exactmath's ndtr (0), exp (1), log (2)."},
+     "elementwise(out, x, kind, constants, table, terms): exactmath's ndtr (0), exp (1), "
+     "log (2), quantization's soft-rounding inverse (3)."},
     {"has_avx2", has_avx2, METH_NOARGS, "Whether rows() and ndtr take their AVX2 loops here."},
     {"rows", rows, METH_VARARGS, "rows(out, offsets, scale, W, constants): Gaussian coding-table rows."},
     {NULL, NULL, 0, NULL}};

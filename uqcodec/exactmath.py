@@ -90,7 +90,7 @@ _KERNEL_FACTORIALS = np.array(_INV_FACTORIAL, np.float64)
 _KERNEL_LOG = np.array(_LOG_COEFFS, np.float64)
 
 
-_NDTR, _EXP, _LOG = 0, 1, 2  # the kernel's ``kind`` of elementwise function
+_NDTR, _EXP, _LOG, _SRINV = 0, 1, 2, 3  # the kernel's ``kind`` of elementwise function
 
 
 def _kernel_apply(kind, x, table=KERNEL_CONSTANTS, terms=0):
@@ -163,6 +163,18 @@ def erfc(x, fast=False):
     ans = np.exp(poly) if fast else exp(poly, terms=9)  # the fit's own error is 1.2e-7
     ans *= t
     return np.where(x >= 0.0, ans, 2.0 - ans)
+
+
+def soft_round_inverse(y, alpha):
+    """``quantization.soft_round_inverse(y, alpha)`` (with this module's atanh) in the
+    kernel's one pass: the same operations in the same order, so the same bits; None where
+    the kernel is not there or ``y`` is not all finite (then NumPy evaluates it)."""
+    y = np.asarray(y, np.float64)
+    if KERNEL is None or not np.isfinite(y).all():
+        return None
+    k2 = 2.0 * tanh(np.float64(alpha) / 2.0)  # as soft_round_inverse computes it
+    table = np.concatenate([[float(alpha), float(k2)], _KERNEL_LOG])
+    return _kernel_apply(_SRINV, y, table)
 
 
 @functools.partial(_blocked, compiled=True)

@@ -83,6 +83,10 @@ def soft_round_inverse(y, alpha, fm=exactmath):
     """s_alpha^{-1}(y)."""
     if not alpha:
         return y
+    if fm is exactmath:  # the compiled kernel's one pass where it is there (the same bits)
+        fast = exactmath.soft_round_inverse(y, alpha)
+        if fast is not None:
+            return fast
     m = np.floor(y) + 0.5
     s = (y - m) * (2.0 * fm.tanh(np.float64(alpha) / 2.0))
     r = fm.atanh(np.clip(s, -1.0, 1.0)) / alpha
