@@ -1,13 +1,15 @@
-"""One BLAS thread for the context networks' small products.
+"""One BLAS thread for the integer networks' small products.
 
-NumPy's OpenBLAS splits every product over all cores. For the context networks' small
-products (a Kodak image at quality 8: 768 x 64 by 64 x 64) handing the work to its
-threads costs far more than the product, and its waiting threads spin on the cores the
-coding tables need: measured here, 3.4 ms on two threads against 0.19 ms on one, and a
-context decode of kodim01 0.37 -> 0.30 s. ``one_thread()`` runs a block with one BLAS
-thread, for OpenBLAS as NumPy's wheels bundle it (found among the libraries the process
-has loaded); with another BLAS it changes nothing. The products are exact integers
-either way (``intnet.py``): the same values.
+NumPy's OpenBLAS splits every product over all cores. For the small products of the
+integer networks (a context network of a Kodak image at quality 8: 768 x 64 by 64 x 64;
+the hyper-synthesis' transposed layers) handing the work to its threads costs far more
+than the product, and its waiting threads spin on the cores the coding tables need:
+measured here, 3.4 ms on two threads against 0.19 ms on one, and the entropy decoding
+of kodim01 at quality 8 about 0.35 -> 0.29 s. ``matmul`` takes one thread for a product
+below SMALL multiply-adds (a block: ``one_thread()``), for OpenBLAS as NumPy's wheels
+bundle it (found among the libraries the process has loaded); with another BLAS it
+changes nothing. The products are exact integers either way (``intnet.py``): the same
+values.
 """
 import contextlib
 import ctypes
@@ -15,6 +17,8 @@ import glob
 import os
 import threading
 
+SMALL = 1 << 29  # multiply-adds: the hyper-synthesis' last layer of a Kodak image at M=320
+#                 (1.3e9) is faster on two threads, its transposed layers (1.3e8) on one
 _lock = threading.Lock()
 _state = {"users": 0, "saved": None}
 
@@ -91,3 +95,11 @@ def one_thread():
             _state["users"] -= 1
             if _state["users"] == 0:
                 put(_state["saved"])
+
+
+def matmul(a, b):
+    """``a @ b`` (2-D), on one BLAS thread when it is small."""
+    if a.shape[0] * a.shape[1] * b.shape[1] >= SMALL:
+        return a @ b
+    with one_thread():
+        return a @ b

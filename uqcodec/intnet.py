@@ -21,13 +21,14 @@ model's float weights by fixed rules, with no data and no stored calibration:
   ``latent_codecs.gaussian_parameters``), so its outputs are the mean on the
   ``MEAN_STEP`` grid and the scale index, both rounded by one integer shift.
 
-Products and sums are taken in float64 (BLAS) on integers: exact in any order
-while every partial sum stays below 2^53, which ``check_bounds`` asserts from the
-same interval bounds. The rounding shifts are exact in float64 too (``_round_shift_f``);
-the outputs are int64.
+Products and sums are taken in float64 (BLAS; small products on one thread,
+``blas.matmul``) on integers: exact in any order while every partial sum stays below
+2^53, which ``check_bounds`` asserts from the same interval bounds. The rounding
+shifts are exact in float64 too (``_round_shift_f``); the outputs are int64.
 """
 import numpy as np
 
+from .blas import matmul
 from .exactmath import ldexp_exponent
 
 IN_BITS = 10       # hyper-latent input resolution 2^-10
@@ -92,7 +93,7 @@ class Layer:
         k = self.k
         if self.transpose:
             s, pad = 2, (k - 2) // 2
-            cols = a.reshape(H * W, C) @ self._taps_by_input
+            cols = matmul(a.reshape(H * W, C), self._taps_by_input)
             cols = cols.reshape(H, W, k, k, -1)
             full = np.zeros(((H - 1) * s + k, (W - 1) * s + k, cols.shape[-1]))
             for p in range(k):
@@ -106,7 +107,7 @@ class Layer:
             for p in range(k):
                 for q in range(k):
                     patches[:, :, p, q] = x[p:p + H, q:q + W]
-            acc = (patches.reshape(H * W, -1) @ self.w.reshape(-1, self.w.shape[-1]))
+            acc = matmul(patches.reshape(H * W, -1), self.w.reshape(-1, self.w.shape[-1]))
             acc = acc.reshape(H, W, -1)
         return acc + self.b
 
@@ -137,7 +138,7 @@ class Layer:
                     for q in range(k):
                         patches[r::2, :, p, q] = x[r + p:r + p + 2 * n - 1:2,
                                                    c0 + q:c0 + q + W - 1:2]
-        acc = patches.reshape(-1, k * k * C) @ w.reshape(-1, w.shape[-1])
+        acc = matmul(patches.reshape(-1, k * k * C), w.reshape(-1, w.shape[-1]))
         return acc + self.b
 
     def products(self, a, w=None):
@@ -151,7 +152,7 @@ class Layer:
         k, out = self.k, w.shape[-1]
         pad = (k - 1) // 2
         x = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
-        z = (x.reshape(-1, C) @ w.transpose(2, 0, 1, 3).reshape(C, -1)).reshape(
+        z = matmul(x.reshape(-1, C), w.transpose(2, 0, 1, 3).reshape(C, -1)).reshape(
             H + k - 1, W + k - 1, k, k, out)
         acc = np.zeros((H, W, out))
         for p in range(k):
@@ -271,7 +272,7 @@ class IntNet:
                 acc += partial[positions]
         for i, layer in enumerate(layers[1:]):  # shift, ReLU, the next 1x1 layer
             a = np.maximum(_round_shift_f(acc, self.shifts[i]), 0.0)
-            acc = a @ layer.w.reshape(-1, layer.w.shape[-1]) + layer.b
+            acc = matmul(a, layer.w.reshape(-1, layer.w.shape[-1])) + layer.b
         return _round_shift_f(acc, self.last.acc_shift).astype(np.int64)
 
     def first_layer(self, *inputs):

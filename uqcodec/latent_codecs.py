@@ -23,7 +23,7 @@ the dither a file will use for each latent (encoder-side refinement optimizes fo
 """
 import numpy as np
 
-from . import blas, constants as K, entropy, intnet
+from . import constants as K, entropy, intnet
 
 
 class FactorizedLatentCodec:
@@ -275,21 +275,20 @@ class ContextLatentCodec:
         spent, elements = 0.0, int(np.prod(y_shape))
         u_all = dither.continuous(y_shape) if quantizer == "uq" else np.zeros(y_shape)
         y_dec, grid, shared = np.zeros(y_shape), np.zeros(y_shape), {}
-        with blas.one_thread():  # the networks' products are small (``blas.py``)
-            for g, sl, pos, second in self._parts(y_shape):
-                mi, si = self._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
-                mean_q = mi.ravel() * K.MEAN_STEP
-                if gain != 1.0:
-                    mean_q = mean_q * gain
-                u = u_all[..., sl][pos].ravel()
-                c = np.rint(mean_q) if quantizer == "uq" else mean_q
-                idx = si.ravel()
-                spent = self.gaussian.at_rate(rate).check_work(idx, encoding, elements, spent)
-                d = step((pos, sl), mean_q, idx, c, u)
-                v = self.rounding.decoder_input(c + d + u)
-                v = (v / gain if rate else v).reshape(-1, sl.stop - sl.start)
-                y_dec[..., sl][pos] = v
-                self._to_grid(grid, v, (pos, sl), mean_index, scale_index)
+        for g, sl, pos, second in self._parts(y_shape):
+            mi, si = self._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
+            mean_q = mi.ravel() * K.MEAN_STEP
+            if gain != 1.0:
+                mean_q = mean_q * gain
+            u = u_all[..., sl][pos].ravel()
+            c = np.rint(mean_q) if quantizer == "uq" else mean_q
+            idx = si.ravel()
+            spent = self.gaussian.at_rate(rate).check_work(idx, encoding, elements, spent)
+            d = step((pos, sl), mean_q, idx, c, u)
+            v = self.rounding.decoder_input(c + d + u)
+            v = (v / gain if rate else v).reshape(-1, sl.stop - sl.start)
+            y_dec[..., sl][pos] = v
+            self._to_grid(grid, v, (pos, sl), mean_index, scale_index)
         return y_dec
 
     def encode(self, latents, dither, quantizer, esc, rate=0):
