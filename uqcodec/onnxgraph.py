@@ -3,7 +3,9 @@
 onnxruntime reads a serialized ``ModelProto``; the handful of messages a
 transform needs are written here directly in protobuf's wire format (field
 numbers from onnx/onnx.proto). ``Graph`` collects nodes and float32
-initializers; ``Graph.session`` hands the bytes to onnxruntime.
+initializers; ``engine.session`` hands onnxruntime the bytes of the graph with
+references to its initializers (``serialize(external=True)``) and their values in
+memory.
 """
 import numpy as np
 
@@ -39,6 +41,9 @@ def _bytes(field, data):
     return _key(field, 2) + _varint(len(data)) + data
 
 
+EXTERNAL_LOCATION = "uqcodec-memory"  # where an external initializer says its data is
+
+
 def _tensor(name, a, external=False):
     """A float32 TensorProto (``a``: C-contiguous little-endian float32) as (its bytes up
     to the data, the data). ``external``: no data, a reference to data that the session
@@ -50,9 +55,6 @@ def _tensor(name, a, external=False):
                 + entry("length", str(a.nbytes)) + _int(14, 1), b"")
     data = memoryview(a).cast("B")
     return head + _key(9, 2) + _varint(len(data)), data
-
-
-EXTERNAL_LOCATION = "uqcodec-memory"
 
 
 def _attribute(name, value):
