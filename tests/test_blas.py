@@ -1,4 +1,4 @@
-"""blas.one_thread: the context networks' small products on one BLAS thread."""
+"""blas.one_thread: the integer networks' small products on one BLAS thread."""
 import threading
 
 import pytest

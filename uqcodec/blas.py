@@ -13,6 +13,7 @@ values.
 """
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 import threading
@@ -43,10 +44,15 @@ def _candidates():
     return list(dict.fromkeys(paths))
 
 
-def _functions():
-    """(get, set) of the loaded OpenBLAS's thread count, or None."""
+@functools.lru_cache(maxsize=None)
+def _openblas():
+    """(get, set) of the loaded OpenBLAS's thread count, or None (found once)."""
     mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
-    for path in _candidates():
+    try:
+        paths = _candidates()
+    except Exception:  # noqa: BLE001 (no OpenBLAS control: nothing changes)
+        return None
+    for path in paths:
         try:
             lib = ctypes.CDLL(path, mode=mode)  # the loaded copy, not another one
         except OSError:
@@ -59,19 +65,6 @@ def _functions():
                     get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
                     return get, put
     return None
-
-
-_found = []
-
-
-def _openblas():
-    with _lock:
-        if not _found:
-            try:
-                _found.append(_functions())
-            except Exception:  # noqa: BLE001 (no OpenBLAS control: nothing changes)
-                _found.append(None)
-        return _found[0]
 
 
 @contextlib.contextmanager

@@ -164,12 +164,11 @@ def session(graph, outputs):
     opts.add_session_config_entry("session.use_env_allocators", "1")
     if os.environ.get("UQCODEC_ORT_NO_OPT"):  # (tests: other float arithmetic)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # the weights as external initializers from memory: onnxruntime copies them once
-    # instead of parsing them out of the model's bytes (a synthesis: 8 MB); the same values
+    # the weights as external initializers from memory (``onnxgraph._tensor``)
     names = list(graph.arrays)
     opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(graph.arrays[n])
                                            for n in names])
-    sess = ort.InferenceSession(graph.serialize(outputs, external=True), opts,
+    sess = ort.InferenceSession(graph.serialize(outputs), opts,
                                 providers=["CPUExecutionProvider"])
     return sess, ort.RunOptions()
 

@@ -3,9 +3,8 @@
 onnxruntime reads a serialized ``ModelProto``; the handful of messages a
 transform needs are written here directly in protobuf's wire format (field
 numbers from onnx/onnx.proto). ``Graph`` collects nodes and float32
-initializers; ``engine.session`` hands onnxruntime the bytes of the graph with
-references to its initializers (``serialize(external=True)``) and their values in
-memory.
+initializers; the serialized graph references its initializers as external data,
+and ``engine.session`` hands onnxruntime their values in memory.
 """
 import numpy as np
 
@@ -44,17 +43,14 @@ def _bytes(field, data):
 EXTERNAL_LOCATION = "uqcodec-memory"  # where an external initializer says its data is
 
 
-def _tensor(name, a, external=False):
-    """A float32 TensorProto (``a``: C-contiguous little-endian float32) as (its bytes up
-    to the data, the data). ``external``: no data, a reference to data that the session
-    is given in memory (``external_data``, location ``EXTERNAL_LOCATION``)."""
-    head = b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
-    if external:
-        entry = lambda k, v: _bytes(13, _bytes(1, k) + _bytes(2, v))  # noqa: E731
-        return (head + entry("location", EXTERNAL_LOCATION) + entry("offset", "0")
-                + entry("length", str(a.nbytes)) + _int(14, 1), b"")
-    data = memoryview(a).cast("B")
-    return head + _key(9, 2) + _varint(len(data)), data
+def _tensor(name, a):
+    """A float32 TensorProto of ``a`` whose data is external: a reference (location
+    ``EXTERNAL_LOCATION``) to the value the session is given in memory (``engine.session``:
+    onnxruntime then copies the weights once instead of parsing them out of the model)."""
+    entry = lambda k, v: _bytes(13, _bytes(1, k) + _bytes(2, v))  # noqa: E731
+    return (b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _bytes(8, name)
+            + entry("location", EXTERNAL_LOCATION) + entry("offset", "0")
+            + entry("length", str(a.nbytes)) + _int(14, 1))
 
 
 def _attribute(name, value):
@@ -110,20 +106,15 @@ class Graph:
         self.last = out
         return out
 
-    def serialize(self, out_channels, external=False):
+    def serialize(self, out_channels):
         """``out_channels``: the channels of the last node, the one output; or a list of
-        (node, channels), the outputs. ``external``: the initializers' values are left out
-        (references to external data): the session is given ``arrays`` instead."""
+        (node, channels), the outputs. The initializers are references to external data:
+        the session is given ``arrays``."""
         outputs = ([(self.last, out_channels)] if isinstance(out_channels, int)
                    else out_channels)
-        graph = [b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)]
-        for name, a in self.arrays.items():  # the weights are copied once, by the last join
-            head, data = _tensor(name, a, external)
-            graph += [_key(5, 2) + _varint(len(head) + len(data)) + head, data]
-        graph.append(b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
-                     + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
+        graph = (b"".join(_bytes(1, n) for n in self.nodes) + _bytes(2, self.name)
+                 + b"".join(_bytes(5, _tensor(n, a)) for n, a in self.arrays.items())
+                 + b"".join(_bytes(11, _value_info(n, c)) for n, c in self.inputs)
+                 + b"".join(_bytes(12, _value_info(n, c)) for n, c in outputs))
         opset = _bytes(1, "") + _int(2, OPSET)
-        size = sum(len(part) for part in graph)
-        return b"".join([_int(1, 7) + _bytes(2, "uqcodec") + _key(7, 2) + _varint(size),
-                         *graph, _bytes(8, opset)])
-
+        return _int(1, 7) + _bytes(2, "uqcodec") + _bytes(7, graph) + _bytes(8, opset)
