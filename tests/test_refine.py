@@ -168,3 +168,16 @@ def test_refinement_needs_no_tensorflow():
     r = subprocess.run([sys.executable, "-c", code, f"{DATA}/kodim05_crop.png"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_soft_round_inverse_is_the_decoders():
+    """Refinement's soft-rounding inverse (its bin edges and the decoder input it
+    optimizes through) gives the decoder's values (exactmath's, compiled) where the
+    kernel is built, NumPy's within rounding elsewhere; and its edges one bin apart."""
+    from uqcodec import exactmath, quantization as Q, refine
+    y = np.random.default_rng(3).normal(0.0, 3.0, 10_000)
+    got = refine.soft_round_inverse(y, 6.0)
+    if exactmath.KERNEL is not None:
+        assert np.array_equal(got, Q.soft_round_inverse(y, 6.0, exactmath))
+    assert np.allclose(got, Q.soft_round_inverse(y, 6.0, Q.NumpyMath), rtol=0, atol=1e-12)
+    assert np.allclose(refine.soft_round_inverse(y + 1.0, 6.0), got + 1.0, rtol=0, atol=1e-12)
