@@ -523,10 +523,13 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
             # this worker's vote to stop or checkpoint after this step and the chief's
             # clock; summed over the workers in the step (nothing to agree on alone)
             t_step = time.time()
+            # the time since the last step that counts (several workers: the chief's, sent
+            # with its vote; its clock stops here and goes on at the next step)
+            before = counted_seconds(t_step - t_prev, typical)
             want_ckpt = chief and t_step - last_ckpt > ckpt_minutes * 60
             control = tf.constant([float(stop["local"]), float(want_ckpt),
-                                   state["wall_seconds"] + counted_seconds(t_step - t_prev, typical)
-                                   if chief else 0.0], tf.float64)
+                                   state["wall_seconds"] + before if chief else 0.0],
+                                  tf.float64)
             if lambda_range:  # this step's lambda: log-uniform over the range
                 t_rate = float(rate_rng.uniform())
                 lmbda_t = tf.constant(lambda_at(t_rate, *lambda_range), tf.float32)
@@ -537,7 +540,7 @@ def train(arch, mode, lmbda, out, data=None, steps=20000, patch=128, batch=8, lr
                                    tf.constant(s, tf.int64), control)
             step_var.assign_add(1)
             now = time.time()
-            dt = counted_seconds((now if replicas == 1 else t_step) - t_prev, typical)
+            dt = counted_seconds(now - t_prev, typical) if replicas == 1 else before
             if traced:  # (a process's first step traces the graph: not a typical step)
                 typical = dt if typical is None else 0.95 * typical + 0.05 * dt
             traced = True
