@@ -36,3 +36,15 @@ def test_one_thread_inside_and_the_count_restored_after_nested_and_concurrent_bl
     finally:
         put(before)
 
+
+
+def test_large_products_take_one_thread_when_uqcodec_runs_on_one(monkeypatch):
+    """A product of 2^29 multiply-adds or more (the hyper-synthesis' last layer at M=320)
+    keeps all BLAS threads, unless UQCODEC_THREADS=1 (the batch workers)."""
+    import numpy as np
+    big, small = (np.empty((1536, 1296)), np.empty((1296, 640))), (np.empty((768, 64)),
+                                                                     np.empty((64, 64)))
+    monkeypatch.setenv("UQCODEC_THREADS", "2")
+    assert blas.on_one_thread(*small) and not blas.on_one_thread(*big)
+    monkeypatch.setenv("UQCODEC_THREADS", "1")
+    assert blas.on_one_thread(*small) and blas.on_one_thread(*big)

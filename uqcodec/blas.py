@@ -1,4 +1,5 @@
-"""One BLAS thread for the integer networks' small products.
+"""One BLAS thread for the integer networks' small products (and all of them when uqcodec
+runs on one thread).
 
 NumPy's OpenBLAS splits every product over all cores. For the small products of the
 integer networks (a context network of a Kodak image at quality 8: 768 x 64 by 64 x 64;
@@ -17,6 +18,8 @@ import functools
 import glob
 import os
 import threading
+
+from .engine import threads
 
 SMALL = 1 << 29  # multiply-adds: the hyper-synthesis' last layer of a Kodak image at M=320
 #                 (1.3e9) is faster on two threads, its transposed layers (1.3e8) on one
@@ -90,9 +93,18 @@ def one_thread():
                 put(_state["saved"])
 
 
+def on_one_thread(a, b):
+    """Whether ``matmul`` runs ``a @ b`` on one BLAS thread: when it is small, or when
+    uqcodec runs on one thread (``UQCODEC_THREADS=1``, as the batch workers do: two
+    processes on two cores, each of whose large products otherwise took both cores' BLAS
+    threads; a batch decompress of the 24 Kodak files at quality 8, medians of three:
+    6.06 -> 5.88 s)."""
+    return a.shape[0] * a.shape[1] * b.shape[1] < SMALL or threads() == 1
+
+
 def matmul(a, b):
-    """``a @ b`` (2-D), on one BLAS thread when it is small."""
-    if a.shape[0] * a.shape[1] * b.shape[1] >= SMALL:
+    """``a @ b`` (2-D), on one BLAS thread when ``on_one_thread``."""
+    if not on_one_thread(a, b):
         return a @ b
     with one_thread():
         return a @ b
