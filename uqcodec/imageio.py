@@ -1,4 +1,5 @@
-"""Image I/O: anything Pillow reads -> HxWx3 uint8 RGB, and PNG out (atomically)."""
+"""Image I/O: anything Pillow reads -> HxWx3 uint8 RGB, and PNG out (written here, on all
+threads; atomically)."""
 import os
 import tempfile
 import warnings
@@ -151,11 +152,78 @@ def _umask():
     return mask
 
 
-PNG_LEVEL = 1  # zlib level: decoded Kodak images 0.9 % larger than at level 3 and 1 % smaller
-#               than at Pillow's default 6, written in 30 ms instead of 41 (2 threads)
+PNG_LEVEL = 1  # zlib level (Pillow's files of decoded Kodak images: 0.9 % larger than at level
+#               3 and 1 % smaller than at its default 6, in 30 ms instead of 41)
+PNG_BLOCK_BYTES = 1 << 20  # filtered rows a thread builds and compresses at a time (memory)
+PNG_BAND_BYTES = 1 << 18  # the least a thread gets: smaller images are one band
 
 
 def png_bytes(array):
+    """A PNG of an 8-bit RGB (HxWx3) or grayscale (HxW) array, written here: every row
+    with PNG's Sub filter, deflated at PNG_LEVEL in ``threads()`` bands of rows at once
+    (each a raw deflate stream; all but the last end with a sync flush, so that they join
+    into one zlib stream, whose Adler-32 is combined from the bands'). Pillow at the same
+    level tries five filters per row on one thread: for a decoded Kodak image 30 -> 12 ms
+    here (two threads), files 2 % larger. Other arrays: Pillow."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) \
+            or 0 in a.shape:
+        return _pillow_png(a)
+    import struct
+    import zlib
+    from .engine import threads
+    h, w = a.shape[:2]
+    c = 1 if a.ndim == 2 else 3
+    rows = np.ascontiguousarray(a).reshape(h, w * c)
+    line = 1 + w * c  # a filtered row: its filter byte, then the row
+    n = max(1, min(threads(), h, h * line // PNG_BAND_BYTES))
+    cuts = [h * i // n for i in range(n + 1)]
+    step = max(1, PNG_BLOCK_BYTES // line)
+
+    def band(i):
+        """(deflated rows cuts[i] .. cuts[i + 1] - 1, their Adler-32, their length)"""
+        z = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15)
+        out, adler = [], 1
+        for r0 in range(cuts[i], cuts[i + 1], step):
+            r1 = min(cuts[i + 1], r0 + step)
+            f = np.empty((r1 - r0, line), np.uint8)
+            f[:, 0] = 1  # Sub: each byte minus the byte one pixel to its left (mod 256)
+            f[:, 1:1 + c] = rows[r0:r1, :c]
+            np.subtract(rows[r0:r1, c:], rows[r0:r1, :-c], out=f[:, 1 + c:])
+            adler = zlib.adler32(f, adler)
+            out.append(z.compress(f))
+        out.append(z.flush(zlib.Z_FINISH if i == n - 1 else zlib.Z_SYNC_FLUSH))
+        return b"".join(out), adler, (cuts[i + 1] - cuts[i]) * line
+
+    if n == 1:
+        bands = [band(0)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(n) as pool:
+            bands = list(pool.map(band, range(n)))
+    adler = bands[0][1]
+    for _, a2, length in bands[1:]:
+        adler = adler32_combine(adler, a2, length)
+    stream = b"\x78\x01" + b"".join(d for d, _, _ in bands) + struct.pack(">I", adler)
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream)
+            + chunk(b"IEND", b""))
+
+
+def adler32_combine(a1, a2, length2):
+    """The Adler-32 of two byte strings joined, from theirs and the second's length: the
+    second's running sums each start from the first's sum instead of 1."""
+    base = 65521
+    s1 = ((a1 & 0xFFFF) + (a2 & 0xFFFF) - 1) % base
+    s2 = ((a1 >> 16) + (a2 >> 16) + length2 * ((a1 & 0xFFFF) - 1)) % base
+    return (s2 << 16) | s1
+
+
+def _pillow_png(array):
     import io
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=PNG_LEVEL)
