@@ -37,7 +37,6 @@ def test_one_thread_inside_and_the_count_restored_after_nested_and_concurrent_bl
         put(before)
 
 
-
 def test_large_products_take_one_thread_when_uqcodec_runs_on_one(monkeypatch):
     """A product of 2^29 multiply-adds or more (the hyper-synthesis' last layer at M=320)
     keeps all BLAS threads, unless UQCODEC_THREADS=1 (the batch workers)."""

@@ -66,8 +66,8 @@ def soft_round_derivative(x, alpha):
 
 def soft_round_inverse(y, alpha):
     """The compiled kernel's one pass where it is built (exactmath's functions: the
-    decoder's own values, 6x faster than NumPy's atanh), else on NumPy's atanh."""
-    if alpha and exactmath.KERNEL is not None:
+    decoder's own values, about 3x faster than NumPy's atanh), else on NumPy's atanh."""
+    if alpha:  # (None without the kernel or for non-finite values)
         fast = exactmath.soft_round_inverse(y, alpha)
         if fast is not None:
             return fast
