@@ -109,18 +109,23 @@ def test_a_model_missing_weights_fails_in_one_line(tmp_path):
 
 def test_default_json_names_the_default_codec_across_families(models):
     """models/default.json makes the best model of each range the default codec, whatever
-    its family; --refine falls back to the default family's set when a named model's
-    family has no refiner; a missing model falls back too; a broken file is a CodecError."""
+    its family; --refine keeps it when every family in it refines (hyperprior, context)
+    and falls back to the default family's set when a named model's family has no
+    refiner; a missing model falls back too; a broken file is a CodecError."""
     write_variable_cards(models, [("hpv-sr", "hyperprior", [0.0004, 0.01]),
                                   ("hpv-sr-hi", "hyperprior", [0.008, 0.25]),
-                                  ("ctx-sr", "context", [0.0004, 0.01])])
+                                  ("ctx-sr", "context", [0.0004, 0.01]),
+                                  ("fac-sr", "factorized", [0.0004, 0.01])])
     assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]  # no file
     (models / "default.json").write_text(json.dumps({"default": ["ctx-sr", "hpv-sr-hi"]}))
     assert names(zoo.default_variable()) == ["ctx-sr", "hpv-sr-hi"]
     assert zoo.default_model()["name"] == "hpv-sr-hi"
     assert zoo.default_model("hyperprior")["name"] == "hpv-sr-hi"
-    assert sorted(names(zoo.default_variable(refine=True))) == ["hpv-sr", "hpv-sr-hi"]
+    assert names(zoo.default_variable(refine=True)) == ["ctx-sr", "hpv-sr-hi"]
     assert sorted(names(zoo.variable_set())) == ["hpv-sr", "hpv-sr-hi"]  # the family's own
+    (models / "default.json").write_text(json.dumps({"default": ["fac-sr", "hpv-sr-hi"]}))
+    assert names(zoo.default_variable()) == ["fac-sr", "hpv-sr-hi"]
+    assert sorted(names(zoo.default_variable(refine=True))) == ["hpv-sr", "hpv-sr-hi"]
     (models / "default.json").write_text(json.dumps({"default": ["ctx-sr", "gone"]}))
     assert sorted(names(zoo.default_variable())) == ["hpv-sr", "hpv-sr-hi"]
     (models / "default.json").write_text("{not json")

@@ -132,8 +132,7 @@ class _FamilyName(click.ParamType):
 @click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
               help="Encoder-side optimization of the latents for each image (hyperprior "
-                   "models; without --model, the mean & scale set, as the context family "
-                   "has no refiner yet): smaller files at the same quality, same decoder. "
+                   "and context models): smaller files at the same quality, same decoder. "
                    "A step takes about 0.7 s for a 768x512 image on one core; 50 is a good "
                    "value.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64),
@@ -508,8 +507,9 @@ def train(arch, mode, lmbda, out, data, steps, patch, batch, lr, warmup, fresh_l
                    "table.")
 @click.option("--refine", type=click.IntRange(0, MAX_REFINE), default=0, show_default=True,
               metavar="STEPS",
-              help="Also code the hyperprior 'sr' models with STEPS steps of encoder-side "
-                   "refinement (their own curves, '..., refined STEPS').")
+              help="Also code the 'sr' models of the families that refine (hyperprior, "
+                   "context) with STEPS steps of encoder-side refinement (their own curves, "
+                   "'..., refined STEPS').")
 @click.option("--seed", type=click.IntRange(0, (1 << 63) - 1), default=1, show_default=True,
               help="Dither seed of the first image (image i uses SEED+i).")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images of DIR.")

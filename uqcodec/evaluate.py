@@ -69,9 +69,9 @@ def select_models(spec):
 def plan(cards, paper=False, refine=0):
     """(card, quantizer, refine steps, quality) settings: every model with 'uq'; with
     ``paper`` also with 'round' (UN+Q for 'un' models, UN+SR+Q for 'sr' models); with
-    ``refine`` also the hyperprior 'sr' models (and rate sets) with that many steps of
-    encoder-side refinement. A variable-rate model gives one setting per quality of
-    EVAL_QUALITIES (quality None: a fixed-rate model). With ``paper``, the variable-rate
+    ``refine`` also the 'sr' models (and rate sets) of the families that refine, with
+    that many steps of encoder-side refinement. A variable-rate model gives one setting
+    per quality of EVAL_QUALITIES (quality None: a fixed-rate model). With ``paper``, the variable-rate
     sets of a family (one per training) are measured on one lambda grid instead, so that
     UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q meet at matched points: the lambdas of
     EVAL_QUALITIES over the union of the family's ranges that fall in the set's range,

@@ -107,4 +107,4 @@ register(Family(
     "context", "uqcodec.context:ContextHyperprior", "uqcodec.training.context:ContextModel",
     "the hyperprior with channel-group and checkerboard context (exact integer networks)",
     new_model={"N": 64, "M": 128, "latent_gain": 16.0},
-    hyper_latent=True, variable_rate=True))
+    hyper_latent=True, variable_rate=True, refine=True, refiner="uqcodec.refine:ContextRefiner"))

@@ -5,10 +5,11 @@ image. With the decoder fixed, the encoder may instead search for the latents
 that minimize this image's own rate + lambda * MSE (Campos et al. 2019, Yang et
 al. 2020). The decoder and the file format do not change; encoding takes
 ``steps`` forward and backward passes through the synthesis and the
-hyper-synthesis on top of one analysis pass. No TensorFlow: the gradients of the
-transforms are ONNX graphs built from the forward ones (``gradients.py``), run by
-onnxruntime in the same session as the forward pass; the rest (soft rounding, the
-rates of both latents and their gradients) is NumPy.
+hyper-synthesis on top of one analysis pass (for a context model, ``ContextRefiner``,
+also a walk through its exact context networks as the decoder walks them). No
+TensorFlow: the gradients of the transforms are ONNX graphs built from the forward
+ones (``gradients.py``), run by onnxruntime in the same session as the forward pass;
+the rest (soft rounding, the rates of both latents and their gradients) is NumPy.
 
 Two phases, Adam with a cosine-decayed step size:
 
@@ -41,7 +42,7 @@ import math
 import numpy as np
 
 from . import engine as E, exactmath, gradients, quantization as Q
-from .constants import LOG_SCALE_MIN, MEAN_STEP
+from .constants import LOG_SCALE_MIN, LOG_SCALE_STEP, MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
 EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
@@ -264,10 +265,19 @@ class Refiner:
         h_lo = _log2_prob(prob(e - 1.0, e, False))
         return bits.sum(), -(h_hi - h_lo), dbits, params
 
-    def loss_and_gradients(self, x, y, z, ny, nz, lam, log_gain, valid, centered=False):
+    def _y_coding(self, z_dec, mean, log_scale, sy, ny, gain):
+        """y's Gaussian parameters (the hyper-synthesis' ``mean`` and ``log_scale``, as
+        given) and the soft-rounded decoder input ``vy``: ``sy + ny``, or with ``ny`` None
+        (rounding) ``sy`` rounded around the decoder's snapped mean."""
+        if ny is None:
+            m = np.rint(mean / MEAN_STEP) * MEAN_STEP * gain
+            return mean, log_scale, m + np.rint(sy - m)
+        return mean, log_scale, sy + ny
+
+    def loss_and_gradients(self, x, y, z, ny, nz, lam, log_gain, valid):
         """The loss (bits per pixel + lam * MSE on the 0..255 scale over the ``valid``
-        (h, w) part) of latents ``y``, ``z`` with noise ``ny``, ``nz`` (None with
-        ``centered``: computed from the current latents, see the module's phase 2), and
+        (h, w) part) of latents ``y``, ``z`` with noise ``ny``, ``nz`` (both None for
+        rounding: computed from the current latents, see the module's phase 2), and
         its gradients with respect to y and z. Everything float64 except the transforms.
         ``x``: the padded image HxWx3 in [0, 1]."""
         h, w = valid
@@ -284,13 +294,10 @@ class Refiner:
         hyper = self._hyper_mean_log_scale(z_dec)
         mean, raw_log_scale = hyper[..., :self.M], hyper[..., self.M:]
         log_scale = np.maximum(raw_log_scale, LOG_SCALE_MIN)
-        yg, mg = y * gain, mean * gain
-        scale = np.exp(log_scale + log_gain)
+        yg = y * gain
         sy = soft_round(yg, a)
-        if centered:  # rounding around the decoder's snapped mean
-            m = np.rint(mean / MEAN_STEP) * MEAN_STEP * gain
-            ny = m + np.rint(sy - m) - sy
-        vy = sy + ny
+        mean, log_scale, vy = self._y_coding(z_dec, mean, log_scale, sy, ny, gain)
+        mg, scale = mean * gain, np.exp(log_scale + log_gain)
         y_dec = conditional_mean(vy, self.alpha_r) / gain
         bits_y, g_sy, dby, (dp_dm, dp_ds) = self._rate(
             vy, sy, lambda lo, hi, d: Gaussian.prob(lo, hi, mg, scale, d))
@@ -345,8 +352,7 @@ class Refiner:
 
         def exact_loss(y, z):
             if centered:
-                return self.loss_and_gradients(x, y, z, None, None, lam, log_gain, valid,
-                                               centered=True)
+                return self.loss_and_gradients(x, y, z, None, None, lam, log_gain, valid)
             return self.loss_and_gradients(x, y, z, self._noise(y, u_y, gain),
                                            self._noise(z, u_z), lam, log_gain, valid)
 
@@ -379,3 +385,40 @@ class Refiner:
             best = (losses[-1], y, z)
         info = {"losses": losses, "initial": initial, "best": best[0]}
         return best[1], best[2], info
+
+
+class ContextRefiner(Refiner):
+    """Refinement for a context model (``context.py``): the hyperprior's, with each latent
+    part's mean and log-scale corrected as the decoder corrects them. At every step the
+    parts are walked in coding order with the decoder's exact context networks
+    (``latent_codecs.ContextLatentCodec``), each seeing the decoder inputs of the parts
+    before it at the current latents (the noisy ones in phase 1, the file's own in phase
+    2); each part's correction (mean and scale index of the network's output minus the
+    integer hyper-synthesis') is added to the float hyper-synthesis' mean and log-scale.
+
+    The corrections are held fixed within a step: no gradient flows through the context
+    networks (into the earlier parts' latents or the hyper-latent), only through each
+    element's own bin and, straight through the correction, to the hyper-synthesis. The
+    losses the best latents are chosen by are the file's (phase 2), so the simplification
+    costs convergence speed, never a file worse than the analysis transform's."""
+
+    def _y_coding(self, z_dec, mean, log_scale, sy, ny, gain):
+        codec = self.model.latent_codec
+        mean_index, scale_index = codec._hyper_params(z_dec)
+        vy = np.empty_like(sy)
+        d_mean, d_log = np.zeros_like(sy), np.zeros_like(sy)
+        grid, shared = np.zeros(sy.shape), {}
+        for g, sl, pos, second in codec._parts(sy.shape):
+            mi, si = codec._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
+            s = sy[..., sl][pos]
+            if ny is None:  # rounding around the part's snapped (corrected) mean
+                m = mi * MEAN_STEP * gain
+                v = m + np.rint(s - m)
+            else:
+                v = s + ny[..., sl][pos]
+            vy[..., sl][pos] = v
+            d_mean[..., sl][pos] = (mi - mean_index[..., sl][pos]) * MEAN_STEP
+            d_log[..., sl][pos] = (si - scale_index[..., sl][pos]) * LOG_SCALE_STEP
+            codec._to_grid(grid, conditional_mean(v, self.alpha_r) / gain, (pos, sl),
+                           mean_index, scale_index)
+        return mean + d_mean, np.maximum(log_scale + d_log, LOG_SCALE_MIN), vy
