@@ -115,20 +115,21 @@ def test_eval_plan_adds_refined_curves_for_hyperprior_sr():
     assert evaluate.curve_name("hyperprior", "sr", "uq", 7) == "hyperprior UN+UQ+SR, refined 7"
 
 
-@pytest.mark.parametrize("training", ["sr", "un"])
-def test_gradients_match_tensorflow(training):
-    """One step's loss and gradients (NumPy + onnxruntime's backward graphs) equal
-    TensorFlow's automatic differentiation of the training model's relaxation, with the
-    same noise: what refinement follows is the training objective."""
+@pytest.mark.parametrize("arch,training", [("hyperprior", "sr"), ("hyperprior", "un"),
+                                           ("context", "sr")])
+def test_gradients_match_tensorflow(arch, training):
+    """One step's loss and gradients (NumPy + onnxruntime's backward graphs; a context
+    model's networks in NumPy) equal TensorFlow's automatic differentiation of the
+    training model's relaxation, with the same noise: what refinement follows is the
+    training objective."""
     pytest.importorskip("tensorflow_compression")
     import math
     import tensorflow as tf
     from uqcodec import entropy
-    from uqcodec.refine import Refiner
     from uqcodec.training.model import CompressionModel
-    cards = [c for c in zoo.variable_models("hyperprior") if c["training"] == training]
+    cards = [c for c in zoo.variable_models(arch) if c["training"] == training]
     if not cards:
-        pytest.skip(f"no shipped variable-rate {training} hyperprior")
+        pytest.skip(f"no shipped variable-rate {training} {arch} model")
     cod = codec.load(cards[0]["path"])
     rgb = load("kodim19_crop.png")[:128]
     x, (y, z) = cod.pad(rgb), cod.analyze(rgb)
@@ -138,7 +139,7 @@ def test_gradients_match_tensorflow(training):
     log_gain = math.log(entropy.rate_gain(cod.rate_at_lambda(lam)))
     h, w = 120, 90  # the padded part is left out of the distortion
     a, a_r = cod.rounding.alpha, cod.rounding.alpha_r
-    loss, g_y, g_z = Refiner(cod.family, None, a, a_r).loss_and_gradients(
+    loss, g_y, g_z = cod.spec.refiner_class()(cod.family, None, a, a_r).loss_and_gradients(
         x, y, z, ny, nz, lam, log_gain, (h, w))
 
     model = CompressionModel(cod.card)
@@ -200,10 +201,9 @@ def _rate_of_refiner(refiner, m, x, seed, rate):
 
 
 def test_context_refiner_rates_latents_as_the_coder_codes_them():
-    """The context refiner's rate of a file's latents is the coded rate (the context
-    networks' corrections walked as the decoder walks them; the float hyper-synthesis
-    makes the rest differ by a fraction of a percent); the hyperprior refiner's (no
-    context) is several percent above it."""
+    """The context refiner's rate of a file's latents is the coded rate (its float context
+    networks and hyper-synthesis against the decoder's exact ones: within a fraction of a
+    percent); the hyperprior refiner's (no context) is several percent above it."""
     from uqcodec import refine
     m = codec.load(zoo.resolve(shipped("context")))
     x = load("kodim19_crop.png")

@@ -41,8 +41,8 @@ import math
 
 import numpy as np
 
-from . import engine as E, exactmath, gradients, quantization as Q
-from .constants import LOG_SCALE_MIN, LOG_SCALE_STEP, MEAN_STEP
+from . import engine as E, exactmath, gradients, intnet, quantization as Q
+from .constants import CONTEXT_CLAMP, CONTEXT_OUT_SCALE, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_STEP
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
 EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
@@ -265,14 +265,20 @@ class Refiner:
         h_lo = _log2_prob(prob(e - 1.0, e, False))
         return bits.sum(), -(h_hi - h_lo), dbits, params
 
-    def _y_coding(self, z_dec, mean, log_scale, sy, ny, gain):
-        """y's Gaussian parameters (the hyper-synthesis' ``mean`` and ``log_scale``, as
-        given) and the soft-rounded decoder input ``vy``: ``sy + ny``, or with ``ny`` None
-        (rounding) ``sy`` rounded around the decoder's snapped mean."""
+    def _decoder_input(self, z_dec, mean, sy, ny, gain):
+        """The soft-rounded decoder input of y: ``sy + ny``, or with ``ny`` None (rounding)
+        ``sy`` rounded around the decoder's snapped mean (``mean``: the hyper-synthesis')."""
         if ny is None:
             m = np.rint(mean / MEAN_STEP) * MEAN_STEP * gain
-            return mean, log_scale, m + np.rint(sy - m)
-        return mean, log_scale, sy + ny
+            return m + np.rint(sy - m)
+        return sy + ny
+
+    def _y_parameters(self, mean, log_scale, y_dec):
+        """y's Gaussian parameters from the hyper-synthesis' (``log_scale`` bounded below)
+        and y's decoder input: here the hyper-synthesis' own. Returns (mean, log-scale,
+        backward), ``backward(d mean, d log-scale)`` -> (d ``mean``, d ``log_scale``, d
+        ``y_dec``)."""
+        return mean, log_scale, lambda g_mean, g_log_scale: (g_mean, g_log_scale, 0.0)
 
     def loss_and_gradients(self, x, y, z, ny, nz, lam, log_gain, valid):
         """The loss (bits per pixel + lam * MSE on the 0..255 scale over the ``valid``
@@ -296,9 +302,10 @@ class Refiner:
         log_scale = np.maximum(raw_log_scale, LOG_SCALE_MIN)
         yg = y * gain
         sy = soft_round(yg, a)
-        mean, log_scale, vy = self._y_coding(z_dec, mean, log_scale, sy, ny, gain)
-        mg, scale = mean * gain, np.exp(log_scale + log_gain)
+        vy = self._decoder_input(z_dec, mean, sy, ny, gain)
         y_dec = conditional_mean(vy, self.alpha_r) / gain
+        mean, log_scale, backward = self._y_parameters(mean, log_scale, y_dec)
+        mg, scale = mean * gain, np.exp(log_scale + log_gain)
         bits_y, g_sy, dby, (dp_dm, dp_ds) = self._rate(
             vy, sy, lambda lo, hi, d: Gaussian.prob(lo, hi, mg, scale, d))
         # distortion and its gradient (onnxruntime)
@@ -309,11 +316,13 @@ class Refiner:
         x_hat, g_ydec = self._synthesis_run(y_dec, target, weight)
         err = np.clip(x_hat[0, :, :h, :w].astype(np.float64), 0.0, 1.0) - target[0, :, :h, :w]
         loss = (bits_y + bits_z) / pixels + scale_mse * float(np.sum(err * err))
+        # the rate's gradient with respect to y's parameters, then back to the
+        # hyper-synthesis' (and, through a context model's networks, to y_dec)
+        g_mean, g_log_scale, g_ctx = backward(dby * dp_dm * gain / pixels,
+                                              dby * dp_ds * scale / pixels)
         # back to y: straight through r_alpha, the rate's expectation in s, s' in y
-        g_y = (g_ydec / gain + g_sy / pixels) * soft_round_derivative(yg, a) * gain
+        g_y = ((g_ydec + g_ctx) / gain + g_sy / pixels) * soft_round_derivative(yg, a) * gain
         # back to z through the mean and the scale of y
-        g_mean = dby * dp_dm * gain / pixels
-        g_log_scale = dby * dp_ds * scale / pixels
         # tfc.lower_bound: the gradient passes above the bound or where it would raise it
         g_log_scale = np.where((raw_log_scale >= LOG_SCALE_MIN) | (g_log_scale < 0),
                                g_log_scale, 0.0)
@@ -387,38 +396,141 @@ class Refiner:
         return best[1], best[2], info
 
 
+def _conv3x3(x, kernel):
+    """A 3x3 'same' convolution (cross-correlation, zeros outside) of x (H, W, C) with
+    ``kernel`` (3, 3, C, O) as a (9 C, O) matrix: (H * W, O)."""
+    H, W, C = x.shape
+    p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+    cols = np.concatenate([p[i:i + H, j:j + W] for i in range(3) for j in range(3)], -1)
+    return cols.reshape(H * W, 9 * C) @ kernel
+
+
+def _conv3x3_input_gradient(g, kernel, shape):
+    """The gradient with respect to x of ``_conv3x3``, given ``g`` (H * W, O)."""
+    H, W, C = shape
+    cols = (g @ kernel.T).reshape(H, W, 9, C)
+    p = np.zeros((H + 2, W + 2, C), cols.dtype)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        p[i:i + H, j:j + W] += cols[:, :, k]
+    return p[1:-1, 1:-1]
+
+
+class ContextNets:
+    """A context model's networks in float (``training/context.py``, residual inputs):
+    corrected (mean, log-scale) of y from the hyper-synthesis' and y's decoder input, and
+    the vector-Jacobian product of that map. Each group's network is 3x3 conv + ReLU, 1x1
+    + ReLU, 1x1 (float32 products). With the checkerboard, a group's network runs once:
+    each position takes the half it is coded in (the anchors the first, the others the
+    second), and the two halves' first layers differ only by the products of the group's
+    anchors and the flag, which the first half sees as zeros."""
+
+    def __init__(self, weights, groups, checkerboard):
+        self.groups, self.checkerboard = list(groups), bool(checkerboard)
+        self.nets = []
+        for g, n in enumerate(self.groups):
+            (k0, b0), (k1, b1), (k2, b2) = [
+                (weights[f"context/g{g}_conv{i}/kernel"].astype(np.float32),
+                 weights[f"context/g{g}_conv{i}/bias"].astype(np.float32)) for i in range(3)]
+            own = k0.shape[2] - (n + 1 if self.checkerboard else 0)  # log-scale + earlier
+            k_own, k_half = (np.ascontiguousarray(k).reshape(-1, k0.shape[3])
+                             for k in (k0[:, :, :own], k0[:, :, own:]))
+            self.nets.append((k_own, k_half, b0, k1[0, 0], b1, k2[0, 0], b2))
+
+    def __call__(self, mean, log_scale, y_dec):
+        """(mean, log-scale before its lower bound, backward): ``log_scale`` is the
+        hyper-synthesis' bounded below; ``backward(d mean, d log-scale)`` -> (d ``mean``,
+        d ``log_scale``, d ``y_dec``)."""
+        H, W, M = mean.shape
+        f32 = np.float32
+        top = np.minimum(log_scale, LOG_SCALE_MAX)
+        scale = np.exp(top)
+        r = (y_dec - mean) / scale
+        ctx = np.clip(r, -CONTEXT_CLAMP, CONTEXT_CLAMP)
+        anc = intnet.anchors(H, W)[..., None]
+        second = (~anc).reshape(H * W, 1)
+        flag = np.ones((H, W, 1))
+        out_mean, out_log_scale = mean.copy(), log_scale.copy()
+        tapes, a = [], 0
+        for (k_own, k_half, b0, k1, b1, k2, b2), n in zip(self.nets, self.groups):
+            b = a + n
+            pre = _conv3x3(np.concatenate([top[..., a:b], ctx[..., :a]], -1).astype(f32), k_own)
+            if self.checkerboard:  # the second half: its anchors' residuals and the flag
+                half = np.concatenate([ctx[..., a:b] * anc, flag], -1).astype(f32)
+                pre += _conv3x3(half, k_half) * second
+            h0 = np.maximum(pre + b0, 0.0)
+            h1 = np.maximum(h0 @ k1 + b1, 0.0)
+            out = ((h1 @ k2 + b2) * CONTEXT_OUT_SCALE).reshape(H, W, 2 * n)
+            out_mean[..., a:b] += out[..., :n] * scale[..., a:b]
+            out_log_scale[..., a:b] += out[..., n:]
+            tapes.append((h0, h1, out[..., :n]))
+            a = b
+
+        def backward(g_mean, g_log_scale):
+            g_scale, g_top, g_ctx = np.zeros_like(mean), np.zeros_like(mean), np.zeros_like(mean)
+            a = 0
+            for (k_own, k_half, _, k1, _, k2, _), (h0, h1, d_mean), n in zip(
+                    self.nets, tapes, self.groups):
+                b = a + n
+                g_scale[..., a:b] += g_mean[..., a:b] * d_mean
+                g = np.concatenate([g_mean[..., a:b] * scale[..., a:b], g_log_scale[..., a:b]],
+                                   -1).reshape(H * W, 2 * n).astype(f32) * CONTEXT_OUT_SCALE
+                g = ((g @ k2.T) * (h1 > 0)) @ k1.T * (h0 > 0)
+                g_own = _conv3x3_input_gradient(g, k_own, (H, W, n + a))
+                g_top[..., a:b] += g_own[..., :n]
+                g_ctx[..., :a] += g_own[..., n:]
+                if self.checkerboard:
+                    g_half = _conv3x3_input_gradient(g * second, k_half, (H, W, n + 1))
+                    g_ctx[..., a:b] += g_half[..., :n] * anc
+                a = b
+            g_r = g_ctx * (np.abs(r) <= CONTEXT_CLAMP)
+            g_scale -= g_r * r / scale
+            g_top += g_scale * scale
+            return (g_mean - g_r / scale, g_log_scale + g_top * (log_scale <= LOG_SCALE_MAX),
+                    g_r / scale)
+        return out_mean, out_log_scale, backward
+
+
 class ContextRefiner(Refiner):
-    """Refinement for a context model (``context.py``): the hyperprior's, with each latent
-    part's mean and log-scale corrected as the decoder corrects them. At every step the
-    parts are walked in coding order with the decoder's exact context networks
-    (``latent_codecs.ContextLatentCodec``), each seeing the decoder inputs of the parts
-    before it at the current latents (the noisy ones in phase 1, the file's own in phase
-    2); each part's correction (mean and scale index of the network's output minus the
-    integer hyper-synthesis') is added to the float hyper-synthesis' mean and log-scale.
+    """Refinement for a context model (``context.py``, residual context inputs): the
+    hyperprior's, with y's mean and log-scale corrected by the context networks as in
+    training (``ContextNets``: float, from the hyper-synthesis' parameters and y's decoder
+    input), and the gradient through them: into the hyper-synthesis' parameters and into
+    the decoder inputs the corrections were computed from. With rounding, the decoder
+    input of each latent part is rounded around its mean as the decoder snaps it, so the
+    parts are walked in coding order with the decoder's exact networks
+    (``latent_codecs.ContextLatentCodec``) for it."""
 
-    The corrections are held fixed within a step: no gradient flows through the context
-    networks (into the earlier parts' latents or the hyper-latent), only through each
-    element's own bin and, straight through the correction, to the hyper-synthesis. The
-    losses the best latents are chosen by are the file's (phase 2), so the simplification
-    costs convergence speed, never a file worse than the analysis transform's."""
+    def __init__(self, model, lam=None, alpha=None, alpha_r=None):
+        super().__init__(model, lam, alpha, alpha_r)
+        card = model.card
+        if card.get("context_inputs", "raw") != "residual":
+            from .errors import CodecError
+            raise CodecError("refinement needs a context model with residual context inputs "
+                             "(uqcodec 0.15 and later)")
+        self.context = ContextNets(model.weights, [int(n) for n in card["groups"]],
+                                   bool(card.get("checkerboard")))
 
-    def _y_coding(self, z_dec, mean, log_scale, sy, ny, gain):
+    def _decoder_input(self, z_dec, mean, sy, ny, gain):
+        if ny is not None:
+            return sy + ny
         codec = self.model.latent_codec
         mean_index, scale_index = codec._hyper_params(z_dec)
         vy = np.empty_like(sy)
-        d_mean, d_log = np.zeros_like(sy), np.zeros_like(sy)
         grid, shared = np.zeros(sy.shape), {}
         for g, sl, pos, second in codec._parts(sy.shape):
-            mi, si = codec._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
-            s = sy[..., sl][pos]
-            if ny is None:  # rounding around the part's snapped (corrected) mean
-                m = mi * MEAN_STEP * gain
-                v = m + np.rint(s - m)
-            else:
-                v = s + ny[..., sl][pos]
+            mi, _ = codec._params(g, sl, pos, second, mean_index, scale_index, grid, shared)
+            m = mi * MEAN_STEP * gain
+            v = m + np.rint(sy[..., sl][pos] - m)
             vy[..., sl][pos] = v
-            d_mean[..., sl][pos] = (mi - mean_index[..., sl][pos]) * MEAN_STEP
-            d_log[..., sl][pos] = (si - scale_index[..., sl][pos]) * LOG_SCALE_STEP
             codec._to_grid(grid, conditional_mean(v, self.alpha_r) / gain, (pos, sl),
                            mean_index, scale_index)
-        return mean + d_mean, np.maximum(log_scale + d_log, LOG_SCALE_MIN), vy
+        return vy
+
+    def _y_parameters(self, mean, log_scale, y_dec):
+        mean, pre, backward = self.context(mean, log_scale, y_dec)
+
+        def bounded_backward(g_mean, g_log_scale):  # tfc.lower_bound, as in training
+            g_log_scale = np.where((pre >= LOG_SCALE_MIN) | (g_log_scale < 0), g_log_scale, 0.0)
+            return backward(g_mean, g_log_scale)
+        return mean, np.maximum(pre, LOG_SCALE_MIN), bounded_backward
