@@ -230,3 +230,40 @@ def test_context_refinement_lowers_the_files_loss(quantizer):
     after, out = _file_loss(x, data, lam)
     np.testing.assert_array_equal(out, info["reconstruction"])
     assert after < 0.98 * before, (before, after)
+
+
+@pytest.mark.parametrize("checkerboard", [True, False])
+def test_context_networks_gradient_is_their_derivative(checkerboard):
+    """``refine.ContextNets``' backward pass is the derivative of its forward one (central
+    differences along a random direction of every input, float64 products), with and
+    without the checkerboard, on random networks: no TensorFlow needed."""
+    from uqcodec.refine import ContextNets
+    rng = np.random.default_rng(5)
+    H, W, groups, hidden = 6, 5, [3, 5], 8
+    weights, a = {}, 0
+    for g, n in enumerate(groups):
+        ins = n + a + (n + 1 if checkerboard else 0)
+        for i, (k, cin, cout) in enumerate([(3, ins, hidden), (1, hidden, hidden),
+                                            (1, hidden, 2 * n)]):
+            weights[f"context/g{g}_conv{i}/kernel"] = rng.normal(0, 0.3, (k, k, cin, cout))
+            weights[f"context/g{g}_conv{i}/bias"] = rng.normal(0, 0.1, cout)
+        a += n
+    nets = ContextNets(weights, groups, checkerboard, np.float64)
+    M = sum(groups)
+    mean = rng.normal(0, 2, (H, W, M))
+    log_scale = rng.uniform(-1.5, 2.0, (H, W, M))
+    y_dec = mean + np.exp(log_scale) * rng.normal(0, 2, (H, W, M))
+    wm, wl = rng.normal(size=(H, W, M)), rng.normal(size=(H, W, M))
+
+    def f(m, s, y):
+        out_m, out_s, _ = nets(m, s, y)
+        return float(np.sum(wm * out_m) + np.sum(wl * out_s))
+    g_m, g_s, g_y = nets(mean, log_scale, y_dec)[2](wm, wl)
+    d = [rng.normal(size=(H, W, M)) for _ in range(3)]
+    eps = 1e-6
+    plus = f(mean + eps * d[0], log_scale + eps * d[1], y_dec + eps * d[2])
+    minus = f(mean - eps * d[0], log_scale - eps * d[1], y_dec - eps * d[2])
+    want = (plus - minus) / (2 * eps)
+    got = sum(float(np.sum(g * v)) for g, v in zip((g_m, g_s, g_y), d))
+    assert got == pytest.approx(want, rel=1e-6)
+    assert np.abs(g_y).sum() > 0  # the corrections depend on the decoded values

@@ -420,18 +420,19 @@ class ContextNets:
     """A context model's networks in float (``training/context.py``, residual inputs):
     corrected (mean, log-scale) of y from the hyper-synthesis' and y's decoder input, and
     the vector-Jacobian product of that map. Each group's network is 3x3 conv + ReLU, 1x1
-    + ReLU, 1x1 (float32 products). With the checkerboard, a group's network runs once:
+    + ReLU, 1x1 (float32 products by default). With the checkerboard, a group's network runs once:
     each position takes the half it is coded in (the anchors the first, the others the
     second), and the two halves' first layers differ only by the products of the group's
     anchors and the flag, which the first half sees as zeros."""
 
-    def __init__(self, weights, groups, checkerboard):
+    def __init__(self, weights, groups, checkerboard, dtype=np.float32):
         self.groups, self.checkerboard = list(groups), bool(checkerboard)
+        self.dtype = dtype  # of the products (the tests' derivative check: float64)
         self.nets = []
         for g, n in enumerate(self.groups):
             (k0, b0), (k1, b1), (k2, b2) = [
-                (weights[f"context/g{g}_conv{i}/kernel"].astype(np.float32),
-                 weights[f"context/g{g}_conv{i}/bias"].astype(np.float32)) for i in range(3)]
+                (weights[f"context/g{g}_conv{i}/kernel"].astype(dtype),
+                 weights[f"context/g{g}_conv{i}/bias"].astype(dtype)) for i in range(3)]
             own = k0.shape[2] - (n + 1 if self.checkerboard else 0)  # log-scale + earlier
             k_own, k_half = (np.ascontiguousarray(k).reshape(-1, k0.shape[3])
                              for k in (k0[:, :, :own], k0[:, :, own:]))
@@ -442,7 +443,7 @@ class ContextNets:
         hyper-synthesis' bounded below; ``backward(d mean, d log-scale)`` -> (d ``mean``,
         d ``log_scale``, d ``y_dec``)."""
         H, W, M = mean.shape
-        f32 = np.float32
+        dt = self.dtype
         top = np.minimum(log_scale, LOG_SCALE_MAX)
         scale = np.exp(top)
         r = (y_dec - mean) / scale
@@ -454,9 +455,9 @@ class ContextNets:
         tapes, a = [], 0
         for (k_own, k_half, b0, k1, b1, k2, b2), n in zip(self.nets, self.groups):
             b = a + n
-            pre = _conv3x3(np.concatenate([top[..., a:b], ctx[..., :a]], -1).astype(f32), k_own)
+            pre = _conv3x3(np.concatenate([top[..., a:b], ctx[..., :a]], -1).astype(dt), k_own)
             if self.checkerboard:  # the second half: its anchors' residuals and the flag
-                half = np.concatenate([ctx[..., a:b] * anc, flag], -1).astype(f32)
+                half = np.concatenate([ctx[..., a:b] * anc, flag], -1).astype(dt)
                 pre += _conv3x3(half, k_half) * second
             h0 = np.maximum(pre + b0, 0.0)
             h1 = np.maximum(h0 @ k1 + b1, 0.0)
@@ -474,7 +475,7 @@ class ContextNets:
                 b = a + n
                 g_scale[..., a:b] += g_mean[..., a:b] * d_mean
                 g = np.concatenate([g_mean[..., a:b] * scale[..., a:b], g_log_scale[..., a:b]],
-                                   -1).reshape(H * W, 2 * n).astype(f32) * CONTEXT_OUT_SCALE
+                                   -1).reshape(H * W, 2 * n).astype(dt) * CONTEXT_OUT_SCALE
                 g = ((g @ k2.T) * (h1 > 0)) @ k1.T * (h0 > 0)
                 g_own = _conv3x3_input_gradient(g, k_own, (H, W, n + a))
                 g_top[..., a:b] += g_own[..., :n]
