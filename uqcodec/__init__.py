@@ -14,7 +14,7 @@ from .errors import CodecError
 from .api import compress, decompress, compress_with_info, read_header
 from .pillow_plugin import register as register_pillow
 
-__version__ = "0.19.0"
+__version__ = "0.20.0"
 __all__ = ["CodecError", "compress", "decompress", "compress_with_info", "read_header", "evaluate",
            "register_pillow"]
 
