@@ -6,10 +6,10 @@ that minimize this image's own rate + lambda * MSE (Campos et al. 2019, Yang et
 al. 2020). The decoder and the file format do not change; encoding takes
 ``steps`` forward and backward passes through the synthesis and the
 hyper-synthesis on top of one analysis pass (for a context model, ``ContextRefiner``,
-also a walk through its exact context networks as the decoder walks them). No
-TensorFlow: the gradients of the transforms are ONNX graphs built from the forward
-ones (``gradients.py``), run by onnxruntime in the same session as the forward pass;
-the rest (soft rounding, the rates of both latents and their gradients) is NumPy.
+also through its context networks, in NumPy). No TensorFlow: the gradients of the
+transforms are ONNX graphs built from the forward ones (``gradients.py``), run by
+onnxruntime in the same session as the forward pass; the rest (soft rounding, the
+rates of both latents and their gradients) is NumPy.
 
 Two phases, Adam with a cosine-decayed step size:
 
@@ -420,10 +420,10 @@ class ContextNets:
     """A context model's networks in float (``training/context.py``, residual inputs):
     corrected (mean, log-scale) of y from the hyper-synthesis' and y's decoder input, and
     the vector-Jacobian product of that map. Each group's network is 3x3 conv + ReLU, 1x1
-    + ReLU, 1x1 (float32 products by default). With the checkerboard, a group's network runs once:
-    each position takes the half it is coded in (the anchors the first, the others the
-    second), and the two halves' first layers differ only by the products of the group's
-    anchors and the flag, which the first half sees as zeros."""
+    + ReLU, 1x1 (float32 products by default). With the checkerboard, a group's network
+    runs once: each position takes the half it is coded in (the anchors the first, the
+    others the second), and the two halves' first layers differ only by the products of
+    the group's anchors and the flag, which the first half sees as zeros."""
 
     def __init__(self, weights, groups, checkerboard, dtype=np.float32):
         self.groups, self.checkerboard = list(groups), bool(checkerboard)
