@@ -220,12 +220,12 @@ def test_context_refinement_lowers_the_files_loss(quantizer):
     """The default codec (context models) refined: a smaller rate + lambda * MSE of the
     real file, decoded by the ordinary decoder (20 steps, the default quality)."""
     name = shipped("context")
-    lam = codec.load(zoo.resolve(name)).card["lambda_range"]
+    lo, hi = codec.load(zoo.resolve(name)).card["lambda_range"]
     x = load("kodim19_crop.png")
     plain = uqcodec.compress(x, model=name, seed=11, quantizer=quantizer)
     data, info = uqcodec.compress_with_info(x, model=name, seed=11, quantizer=quantizer,
                                             refine=20, reconstruct=True)
-    lam = float(np.sqrt(lam[0] * lam[1]))  # a lone variable-rate model: its middle
+    lam = float(np.sqrt(lo * hi))  # a lone variable-rate model: its middle
     before, _ = _file_loss(x, plain, lam)
     after, out = _file_loss(x, data, lam)
     np.testing.assert_array_equal(out, info["reconstruction"])

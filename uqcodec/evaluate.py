@@ -71,9 +71,9 @@ def plan(cards, paper=False, refine=0):
     ``paper`` also with 'round' (UN+Q for 'un' models, UN+SR+Q for 'sr' models); with
     ``refine`` also the 'sr' models (and rate sets) of the families that refine, with
     that many steps of encoder-side refinement. A variable-rate model gives one setting
-    per quality of EVAL_QUALITIES (quality None: a fixed-rate model). With ``paper``, the variable-rate
-    sets of a family (one per training) are measured on one lambda grid instead, so that
-    UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q meet at matched points: the lambdas of
+    per quality of EVAL_QUALITIES (quality None: a fixed-rate model). With ``paper``, the
+    variable-rate sets of a family (one per training) are measured on one lambda grid
+    instead, so that UN+Q, UN+UQ, UN+UQ+SR and UN+SR+Q meet at matched points: the lambdas of
     EVAL_QUALITIES over the union of the family's ranges that fall in the set's range,
     the set's own two ends, and the lambda of each fixed-rate model of the family in its
     range. A default codec that mixes families (``zoo.default_variable``: the best model of

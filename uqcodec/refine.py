@@ -43,6 +43,7 @@ import numpy as np
 
 from . import engine as E, exactmath, gradients, intnet, quantization as Q
 from .constants import CONTEXT_CLAMP, CONTEXT_OUT_SCALE, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_STEP
+from .errors import CodecError
 
 DEFAULT_LR = 0.1  # in latent units (one quantization step = 1)
 EXACT_FRACTION = 0.3  # share of the steps spent on this file's own loss
@@ -174,6 +175,12 @@ def _bits_of(p):
     """-log2 of the floored probabilities, and the factor d(-log2 p)/dp (0 where floored)."""
     q = np.maximum(p, PROB_FLOOR)
     return -np.log2(q), np.where(p > PROB_FLOOR, -1.0 / (LN2 * q), 0.0)
+
+
+def _log_scale_bound_gradient(log_scale, grad):
+    """The gradient through LOG_SCALE_MIN as tfc.lower_bound passes it (training's bound
+    of every log-scale): above the bound, or where the step would raise the value."""
+    return np.where((log_scale >= LOG_SCALE_MIN) | (grad < 0), grad, 0.0)
 
 
 def _log2_prob(p):
@@ -323,9 +330,7 @@ class Refiner:
         # back to y: straight through r_alpha, the rate's expectation in s, s' in y
         g_y = ((g_ydec + g_ctx) / gain + g_sy / pixels) * soft_round_derivative(yg, a) * gain
         # back to z through the mean and the scale of y
-        # tfc.lower_bound: the gradient passes above the bound or where it would raise it
-        g_log_scale = np.where((raw_log_scale >= LOG_SCALE_MIN) | (g_log_scale < 0),
-                               g_log_scale, 0.0)
+        g_log_scale = _log_scale_bound_gradient(raw_log_scale, g_log_scale)
         g_zdec = self._hyper_gradient(z_dec, np.concatenate([g_mean, g_log_scale], axis=-1))
         g_z = (g_zdec + g_sz / pixels) * soft_round_derivative(z, a)
         return loss, g_y, g_z
@@ -506,7 +511,6 @@ class ContextRefiner(Refiner):
         super().__init__(model, lam, alpha, alpha_r)
         card = model.card
         if card.get("context_inputs", "raw") != "residual":
-            from .errors import CodecError
             raise CodecError("refinement needs a context model with residual context inputs "
                              "(uqcodec 0.15 and later)")
         self.context = ContextNets(model.weights, [int(n) for n in card["groups"]],
@@ -531,7 +535,6 @@ class ContextRefiner(Refiner):
     def _y_parameters(self, mean, log_scale, y_dec):
         mean, pre, backward = self.context(mean, log_scale, y_dec)
 
-        def bounded_backward(g_mean, g_log_scale):  # tfc.lower_bound, as in training
-            g_log_scale = np.where((pre >= LOG_SCALE_MIN) | (g_log_scale < 0), g_log_scale, 0.0)
-            return backward(g_mean, g_log_scale)
+        def bounded_backward(g_mean, g_log_scale):  # the bound, as in training
+            return backward(g_mean, _log_scale_bound_gradient(pre, g_log_scale))
         return mean, np.maximum(pre, LOG_SCALE_MIN), bounded_backward
